@@ -1,0 +1,1 @@
+"""The `pushscale` command: one entry point for the programs of this distribution."""

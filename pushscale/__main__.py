@@ -1,0 +1,5 @@
+import sys
+
+from pushscale.cli import main
+
+sys.exit(main())

@@ -1,0 +1,44 @@
+"""`pushscale SUBCOMMAND ...`: dispatches to each program's own command line.
+
+Each program parses its own flags (`pushserver.cli` for `server`); this module only picks one.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+
+def _server(argv: Sequence[str]) -> int:
+    from pushserver.cli import main
+
+    return main(argv)
+
+
+# Later issues add `adapter`, `controller`, `simulate` and `demo` here.
+COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
+    "server": (_server, "run the push server (supervisor + workers)"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: pushscale COMMAND [options]", "", "commands:"]
+    lines += [f"  {name:<10} {summary}" for name, (_, summary) in COMMANDS.items()]
+    lines += ["", "`pushscale COMMAND --help` shows a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if args else 2
+    command = COMMANDS.get(args[0])
+    if command is None:
+        print(f"pushscale: unknown command {args[0]!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    return command[0](args[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

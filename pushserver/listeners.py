@@ -1,0 +1,104 @@
+"""The listening sockets a supervisor binds and hands to its workers.
+
+`pushserver.supervisor` binds every port itself, so a port that is taken is reported once, clearly,
+before any worker starts. The client port is shared the way the kernel does best: each worker gets
+its own `SO_REUSEPORT` socket on the same port, and the kernel spreads new connections evenly over
+the workers that are alive (a dead worker's socket closes with it, so no connection waits on it).
+Each worker's metrics port is bound once for the supervisor's whole life, so a restarted worker
+finds its port and nobody else can take it in between.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+# Connections queued per worker before the kernel drops SYNs; capped by net.core.somaxconn.
+BACKLOG = 4096
+
+
+class PortUnavailable(OSError):
+    """A port the server needs cannot be bound."""
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _explain(exc: OSError, what: str, host: str, port: int) -> PortUnavailable:
+    if exc.errno == errno.EADDRINUSE:
+        reason = "is already in use (another server running? pick another port)"
+    elif exc.errno == errno.EACCES:
+        reason = "needs privileges this process does not have"
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        reason = "is not an address of this machine"
+    else:
+        reason = f"cannot be bound: {exc.strerror}"
+    return PortUnavailable(exc.errno, f"{what} {host}:{port} {reason}")
+
+
+def claim_client_port(host: str, port: int) -> int:
+    """Check that nothing, not even another pushscale server, listens on `port`; return it.
+
+    `SO_REUSEPORT` would happily let two servers of the same user share a port, so the check
+    binds once without it. Port 0 picks a free port.
+    """
+    probe = socket.socket(_family(host), socket.SOCK_STREAM)
+    try:
+        probe.bind((host, port))
+        return int(probe.getsockname()[1])
+    except OSError as exc:
+        raise _explain(exc, "client port", host, port) from exc
+    finally:
+        probe.close()
+
+
+def client_socket(host: str, port: int) -> socket.socket:
+    """One worker's listening socket on the shared client port."""
+    sock = socket.socket(_family(host), socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise _explain(exc, "client port", host, port) from exc
+    return sock
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    sock = socket.socket(_family(host), socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def metrics_sockets(host: str, first_port: int, count: int) -> list[socket.socket]:
+    """`count` listening sockets on consecutive ports from `first_port` (0: any free run)."""
+    if first_port != 0:
+        bound: list[socket.socket] = []
+        try:
+            for port in range(first_port, first_port + count):
+                try:
+                    bound.append(_listen(host, port))
+                except OSError as exc:
+                    raise _explain(exc, "metrics port", host, port) from exc
+        except PortUnavailable:
+            for sock in bound:
+                sock.close()
+            raise
+        return bound
+    for _ in range(50):
+        first = _listen(host, 0)
+        base = int(first.getsockname()[1])
+        try:
+            return [first, *metrics_sockets(host, base + 1, count - 1)] if count > 1 else [first]
+        except PortUnavailable:
+            first.close()
+    raise PortUnavailable(errno.EADDRINUSE, f"found no {count} consecutive free ports on {host}")

@@ -1,0 +1,104 @@
+"""What clients and publishers may send, checked before anything acts on it (pure).
+
+`pushserver.push` calls `game_id_of` for `joinByGameId` / `leaveByGameId`; `pushserver.routes`
+calls `parse_publish` for `POST /publish`. Both raise `PayloadError`, whose `code` and message go
+back to the sender verbatim, so they name the field and what was expected.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+# Room names are built from game ids; keeping them short and plain keeps the rooms table, the
+# Redis messages and the logs free of anything a client could smuggle in.
+_GAME_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+_EVENT = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
+
+# Names the socket.io client reserves or gives a meaning of its own; publishing them would
+# confuse every client in the room.
+RESERVED_EVENTS = frozenset(
+    {
+        "connect",
+        "connect_error",
+        "disconnect",
+        "disconnecting",
+        "error",
+        "message",
+        "newListener",
+        "removeListener",
+    }
+)
+
+
+class PayloadError(ValueError):
+    """A payload is not what its event or endpoint expects."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def room_of(game_id: str) -> str:
+    return f"game:{game_id}"
+
+
+def _game_id(value: Any, where: str) -> str:
+    # bool is an int in Python; `{gameId: true}` is a client bug, not game 1.
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not _GAME_ID.fullmatch(value):
+        raise PayloadError(
+            "bad_game_id",
+            f"{where} must be a string of 1-128 letters, digits, '_', '.', ':' or '-' "
+            "starting with a letter or digit",
+        )
+    return value
+
+
+def game_id_of(payload: Any) -> str:
+    """The game id of a `joinByGameId` / `leaveByGameId` payload: `{"gameId": "..."}`."""
+    if not isinstance(payload, dict):
+        raise PayloadError("bad_payload", 'expected an object like {"gameId": "123"}')
+    if "gameId" not in payload:
+        raise PayloadError("bad_payload", "missing gameId")
+    return _game_id(payload["gameId"], "gameId")
+
+
+@dataclass(frozen=True)
+class PublishRequest:
+    game_id: str
+    event: str
+    data: Any
+
+    @property
+    def room(self) -> str:
+        return room_of(self.game_id)
+
+
+def parse_publish(body: bytes) -> PublishRequest:
+    """Decode a `POST /publish` body: `{"gameId": ..., "event": ..., "data": ...}`."""
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError("bad_json", f"body is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise PayloadError("bad_payload", "body must be a JSON object")
+    unknown = sorted(set(document) - {"gameId", "event", "data"})
+    if unknown:
+        raise PayloadError("bad_payload", f"unknown fields: {', '.join(unknown)}")
+    missing = [field for field in ("gameId", "event", "data") if field not in document]
+    if missing:
+        raise PayloadError("bad_payload", f"missing fields: {', '.join(missing)}")
+    event = document["event"]
+    if not isinstance(event, str) or not _EVENT.fullmatch(event):
+        raise PayloadError(
+            "bad_event",
+            "event must be 1-64 letters, digits, '_', '.', ':' or '-' starting with a letter",
+        )
+    if event in RESERVED_EVENTS:
+        raise PayloadError("reserved_event", f"event {event!r} is reserved by socket.io")
+    return PublishRequest(_game_id(document["gameId"], "gameId"), event, document["data"])

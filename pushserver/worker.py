@@ -1,0 +1,192 @@
+"""One worker process: `python -m pushserver.worker CONTROL_FD CLIENT_FD METRICS_FD INDEX`.
+
+Started only by `pushserver.supervisor`, which binds the sockets and passes them in, then sends
+the settings as one JSON line over the control socket (so the publish token never shows in
+`ps` or the environment). The worker answers `{"ready": true}` once it serves both ports, or
+`{"error": "..."}` if it cannot start. It serves:
+
+- the client port (shared with its sibling workers): `TransportGuard` → socket.io
+  (`pushserver.push`) → plain HTTP (`pushserver.routes`);
+- its own metrics port: `pushserver.exposition`.
+
+SIGTERM, SIGINT and SIGQUIT start a drain: readiness fails, new websockets are refused, every
+client's transport is closed so it reconnects elsewhere, then the process exits 0. The control
+socket closing (the supervisor died) drains too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from importlib.metadata import version
+
+import socketio
+import uvicorn
+import uvloop
+
+from pushserver.exposition import WorkerIdentity, metrics_app, worker_registry
+from pushserver.fanout import RoomFanout
+from pushserver.logs import configure_logging, redact_url
+from pushserver.push import PushServer
+from pushserver.routes import http_app
+from pushserver.settings import ServerSettings
+from pushserver.stats import WorkerStats
+from pushserver.transport import TransportGuard
+
+log = logging.getLogger("pushserver.worker")
+
+# How long the worker waits for its clients' transports to close before it stops anyway.
+_DRAIN_TIMEOUT_SECONDS = 10.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, minus its signal handling: the worker owns signals, since it drains first."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Worker:
+    def __init__(self, settings: ServerSettings, index: int, redis_url: str) -> None:
+        self.settings = settings
+        self.index = index
+        self.stats = WorkerStats()
+        self.fanout = RoomFanout(redis_url, self.stats)
+        self.sio = PushServer(settings, self.stats, self.fanout, index)
+        self._drained = asyncio.Event()
+        self._drain_started = False
+        routes = http_app(
+            stats=self.stats,
+            fanout=self.fanout,
+            publish_token=settings.publish_token,
+            max_publish_bytes=settings.max_publish_bytes,
+            is_ready=lambda: not self.stats.draining,
+        )
+        client_app = TransportGuard(
+            socketio.ASGIApp(self.sio, other_asgi_app=routes),
+            self.stats,
+            settings.max_payload_bytes,
+            refusal=lambda: "draining" if self.stats.draining else None,
+        )
+        identity = WorkerIdentity(settings.pod_name, index, version("pushscale"))
+        common = {
+            "lifespan": "off",
+            "log_config": None,
+            "access_log": False,
+            "timeout_graceful_shutdown": 5,
+        }
+        self.client_server = _Server(
+            uvicorn.Config(
+                client_app,
+                # engine.io's heartbeat already keeps connections alive; uvicorn's own
+                # websocket pings would double the idle traffic.
+                ws_ping_interval=None,
+                ws_ping_timeout=None,
+                # ~40 KB per connection in zlib state, for payloads that are a few bytes.
+                ws_per_message_deflate=False,
+                # The guard enforces the exact limit and counts it; this cap only stops a
+                # frame far beyond it from being buffered at all.
+                ws_max_size=settings.max_payload_bytes + 1024,
+                **common,  # type: ignore[arg-type]
+            )
+        )
+        self.metrics_server = _Server(
+            uvicorn.Config(
+                metrics_app(worker_registry(self.stats, identity)),
+                **common,  # type: ignore[arg-type]
+            )
+        )
+
+    async def run(self, client_sock: socket.socket, metrics_sock: socket.socket) -> None:
+        serving = [
+            asyncio.create_task(self.client_server.serve(sockets=[client_sock])),
+            asyncio.create_task(self.metrics_server.serve(sockets=[metrics_sock])),
+        ]
+        await asyncio.wait(serving, return_when=asyncio.FIRST_COMPLETED)
+        for task in serving:
+            if task.done() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        await asyncio.gather(*serving)
+
+    async def started(self) -> None:
+        while not (self.client_server.started and self.metrics_server.started):
+            await asyncio.sleep(0.01)
+
+    def start_drain(self, why: str) -> None:
+        if self._drain_started:
+            return
+        self._drain_started = True
+        asyncio.get_running_loop().create_task(self._drain(why))
+
+    async def _drain(self, why: str) -> None:
+        self.stats.draining = True
+        clients = list(self.sio.eio.sockets)
+        log.info("draining (%s): closing %d client transports", why, len(clients))
+        for eio_sid in clients:
+            self.stats.shed_total += 1
+            await self.sio.close_transport(eio_sid, "server shutting down")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_DRAIN_TIMEOUT_SECONDS):
+                while self.stats.connected > 0:
+                    await asyncio.sleep(0.05)
+        log.info("drained; %d clients still connected", self.stats.connected)
+        self.client_server.should_exit = True
+        self.metrics_server.should_exit = True
+
+
+async def _serve(
+    control: socket.socket, client_sock: socket.socket, metrics_sock: socket.socket, index: int
+) -> int:
+    reader, writer = await asyncio.open_connection(sock=control)
+
+    def report(message: dict[str, object]) -> None:
+        writer.write(json.dumps(message).encode() + b"\n")
+
+    spec = json.loads(await reader.readline())
+    settings = ServerSettings.from_json(spec["settings"])
+    configure_logging(settings.log_level, f"{settings.pod_name}/worker-{index}")
+    worker = Worker(settings, index, spec["redis_url"])
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        loop.add_signal_handler(signum, worker.start_drain, signal.Signals(signum).name)
+
+    async def lifeline() -> None:
+        # Nothing more ever arrives on the control socket; EOF means the supervisor is gone.
+        await reader.read()
+        worker.start_drain("supervisor gone")
+
+    lifeline_task = asyncio.create_task(lifeline())
+    running = asyncio.create_task(worker.run(client_sock, metrics_sock))
+    started = asyncio.create_task(worker.started())
+    await asyncio.wait([running, started], return_when=asyncio.FIRST_COMPLETED)
+    if running.done():
+        exc = running.exception()
+        report({"error": f"worker {index} stopped while starting: {exc}"})
+        await writer.drain()
+        return 3
+    log.info("serving; redis %s", redact_url(spec["redis_url"]))
+    report({"ready": True})
+    await writer.drain()
+    await running
+    lifeline_task.cancel()
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    control_fd, client_fd, metrics_fd, index = (int(arg) for arg in argv)
+    control = socket.socket(fileno=control_fd)
+    client_sock = socket.socket(fileno=client_fd)
+    metrics_sock = socket.socket(fileno=metrics_fd)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(_serve(control, client_sock, metrics_sock, index))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

