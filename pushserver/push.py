@@ -66,16 +66,17 @@ class PushServer(socketio.AsyncServer):  # type: ignore[misc]
     # -- packets --------------------------------------------------------------------------
 
     async def _handle_eio_message(self, eio_sid: str, data: str | bytes) -> None:
-        if eio_sid in self._binary_packet or isinstance(data, bytes):
-            # Binary attachments are rare and python-socketio validates them itself.
-            await super()._handle_eio_message(eio_sid, data)
-            return
         try:
+            if isinstance(data, bytes):
+                # Only BINARY_EVENT attachments come as bytes, and those are refused below.
+                raise ValueError("binary frames are not accepted")
             pkt = self.packet_class(encoded_packet=data)
             kind = pkt.packet_type
             if kind == packet.EVENT:
                 _check_event(pkt.data)
             elif kind not in (packet.CONNECT, packet.DISCONNECT, packet.ACK):
+                # CONNECT_ERROR is server → client only; every event this server takes is
+                # JSON, so BINARY_EVENT / BINARY_ACK are refused too.
                 raise ValueError(f"unexpected packet type {kind!r}")
         except (ValueError, TypeError) as exc:
             # TypeError: python-socketio's decoder on some truncated packets.
@@ -114,7 +115,7 @@ class PushServer(socketio.AsyncServer):  # type: ignore[misc]
         # (what a flooding client deserves); then the transport goes too, since a hostile
         # client would simply keep its engine.io connection open.
         await self.disconnect(sid, ignore_queue=True)
-        await self.eio.disconnect(eio_sid)
+        await self.close_transport(eio_sid, "flood")
         return False
 
     # -- connections ----------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import os
 import secrets
@@ -53,6 +54,7 @@ class RunningServer:
     worker_pids: list[int]
     log_path: Path
     token: str | None
+    name: str
 
     @property
     def url(self) -> str:
@@ -73,6 +75,14 @@ class RunningServer:
     async def connected(self, worker: int) -> int:
         return int(sample(await self.scrape(worker), "socket_io_connected"))
 
+    async def total(self, name: str, **labels: str) -> float:
+        """A sample summed over every worker; a series a worker has not created yet is 0."""
+        return sum([sample(await self.scrape(w), name, 0.0, **labels) for w in self.workers])
+
+    @property
+    def workers(self) -> range:
+        return range(len(self.metrics_ports))
+
     async def publish(self, game_id: str, event: str, data: Any) -> httpx.Response:
         async with httpx.AsyncClient() as http:
             return await http.post(
@@ -92,7 +102,7 @@ class RunningServer:
             return self.process.wait()
 
 
-def sample(text: str, name: str, **labels: str) -> float:
+def sample(text: str, name: str, default: float | None = None, **labels: str) -> float:
     """The value of one sample in Prometheus text, e.g. sample(t, "x_total", event="a")."""
     wanted = name
     if labels:
@@ -104,6 +114,8 @@ def sample(text: str, name: str, **labels: str) -> float:
         series, _, value = line.rpartition(" ")
         if series == wanted:
             return float(value)
+    if default is not None:
+        return default
     raise KeyError(f"{wanted} not in the scrape")
 
 
@@ -156,7 +168,7 @@ def start_server(
         time.sleep(0.05)
     info = json.loads(ready.read_text())
     return RunningServer(
-        process, info["port"], info["metrics_ports"], info["workers"], log_path, token
+        process, info["port"], info["metrics_ports"], info["workers"], log_path, token, name
     )
 
 
@@ -234,11 +246,12 @@ async def viewers() -> AsyncIterator[Callable[..., Awaitable[list[Viewer]]]]:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]], timeout: float = 10, what: str = "condition"
+    check: Callable[[], Awaitable[bool] | bool], timeout: float = 10, what: str = "condition"
 ) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        if await check():
+        result = check()
+        if await result if inspect.isawaitable(result) else result:
             return
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")

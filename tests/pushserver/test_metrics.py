@@ -36,8 +36,14 @@ async def test_worker_endpoints_sum_to_the_connected_clients(push_server, viewer
     await eventually(settled, what="the sum to follow 120 disconnects")
     for worker in (0, 1):
         text = await push_server.scrape(worker)
-        assert sample(text, "pushscale_worker_info", pod="pod0", version="0.1.0", worker=str(worker)) == 1
-        assert sample(text, "socket_io_events_received_total", event="joinByGameId") == on_worker[worker]
+        assert (
+            sample(text, "pushscale_worker_info", pod="pod0", version="0.1.0", worker=str(worker))
+            == 1
+        )
+        assert (
+            sample(text, "socket_io_events_received_total", event="joinByGameId")
+            == on_worker[worker]
+        )
 
 
 def promtool() -> str:
