@@ -45,6 +45,9 @@ def claim_client_port(host: str, port: int) -> int:
     """
     probe = socket.socket(_family(host), socket.SOCK_STREAM)
     try:
+        # SO_REUSEADDR lets the probe bind over the TIME_WAIT connections a previous server on
+        # this port left behind (a restarted container), but still not over a listener.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((host, port))
         return int(probe.getsockname()[1])
     except OSError as exc:

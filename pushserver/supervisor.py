@@ -23,7 +23,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +33,7 @@ from pushserver.embedded_redis import start_embedded_redis
 from pushserver.listeners import PortUnavailable, claim_client_port, client_socket, metrics_sockets
 from pushserver.logs import redact_url
 from pushserver.restarts import RestartPolicy, describe_exit
-from pushserver.settings import ServerSettings
+from pushserver.settings import ENV_PREFIX, ServerSettings
 
 log = logging.getLogger("pushserver.supervisor")
 
@@ -120,6 +120,7 @@ class Supervisor:
                 str(slot.index),
                 pass_fds=(theirs.fileno(), sock.fileno(), slot.metrics_sock.fileno()),
                 stdin=subprocess.DEVNULL,
+                env=_worker_environment(os.environ),
                 # Terminal signals reach the supervisor only; it decides what workers get.
                 start_new_session=True,
             )
@@ -274,6 +275,12 @@ class Supervisor:
             slot.metrics_sock.close()
         for cleanup in reversed(self._cleanups):
             cleanup()
+
+
+def _worker_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The supervisor's environment minus our settings (the publish token among them):
+    workers get their settings over the control socket."""
+    return {k: v for k, v in environ.items() if not k.startswith(ENV_PREFIX)}
 
 
 async def _check_redis(url: str) -> None:

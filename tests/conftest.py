@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 import socketio
@@ -126,11 +127,12 @@ def start_server(
     tmp_path: Path,
     redis_url: str | None,
     *,
-    workers: int = 2,
+    workers: int | None = 2,
     token: str | None = None,
     extra: list[str] | None = None,
     name: str = "pod",
     env: dict[str, str] | None = None,
+    port: int = 0,
 ) -> RunningServer:
     ready = tmp_path / f"{name}-ready.json"
     log_path = tmp_path / f"{name}.log"
@@ -138,12 +140,11 @@ def start_server(
         sys.executable,
         "-m",
         "pushserver",
-        "--workers",
-        str(workers),
+        *(["--workers", str(workers)] if workers is not None else []),
         "--host",
         "127.0.0.1",
         "--port",
-        "0",
+        str(port),
         "--metrics-port",
         "0",
         "--pod-name",
@@ -205,8 +206,11 @@ class Viewer:
         return [data for name, data in self.received if name == event]
 
 
-async def connect_viewer(url: str, *, reconnection: bool = False, **options: Any) -> Viewer:
-    client = socketio.AsyncClient(reconnection=reconnection, **options)
+async def connect_viewer(
+    url: str, session: aiohttp.ClientSession, *, reconnection: bool = False, **options: Any
+) -> Viewer:
+    # An explicit session: engine.io's own is left open when the server drops the connection.
+    client = socketio.AsyncClient(reconnection=reconnection, http_session=session, **options)
     viewer = Viewer(client)
 
     @client.on("*")  # type: ignore[untyped-decorator]
@@ -229,12 +233,13 @@ async def connect_viewer(url: str, *, reconnection: bool = False, **options: Any
 async def viewers() -> AsyncIterator[Callable[..., Awaitable[list[Viewer]]]]:
     """Connect many viewers at once; all are disconnected at the end of the test."""
     opened: list[Viewer] = []
+    session = aiohttp.ClientSession()
 
     async def connect_many(url: str, count: int, **options: Any) -> list[Viewer]:
         batch: list[Viewer] = []
         for start in range(0, count, 50):
             batch += await asyncio.gather(
-                *(connect_viewer(url, **options) for _ in range(min(50, count - start)))
+                *(connect_viewer(url, session, **options) for _ in range(min(50, count - start)))
             )
         opened.extend(batch)
         return batch
@@ -243,6 +248,7 @@ async def viewers() -> AsyncIterator[Callable[..., Awaitable[list[Viewer]]]]:
     for viewer in opened:
         with contextlib.suppress(Exception):
             await viewer.client.shutdown()
+    await session.close()
 
 
 async def eventually(
