@@ -33,9 +33,9 @@ class EventBudget:
         return cls(rate=rate, burst=burst, tokens=float(burst), updated=now)
 
     def spend(self, now: float) -> Verdict:
-        elapsed = max(0.0, now - self.updated)
-        self.tokens = min(float(self.burst), self.tokens + elapsed * self.rate)
-        self.updated = now
+        if now > self.updated:
+            self.tokens = min(float(self.burst), self.tokens + (now - self.updated) * self.rate)
+            self.updated = now
         if self.tokens >= 1.0:
             self.tokens -= 1.0
             self.refused_in_row = 0

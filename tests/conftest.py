@@ -233,7 +233,8 @@ async def connect_viewer(
 async def viewers() -> AsyncIterator[Callable[..., Awaitable[list[Viewer]]]]:
     """Connect many viewers at once; all are disconnected at the end of the test."""
     opened: list[Viewer] = []
-    session = aiohttp.ClientSession()
+    # No connection limit: every viewer holds one websocket for the whole test.
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
 
     async def connect_many(url: str, count: int, **options: Any) -> list[Viewer]:
         batch: list[Viewer] = []
