@@ -13,6 +13,7 @@ python-socketio's `AsyncRedisManager`, with two changes:
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import socketio
@@ -30,11 +31,43 @@ class PublishFailed(RuntimeError):
 
 
 class RoomFanout(socketio.AsyncRedisManager):  # type: ignore[misc]
-    connected: bool  # set by the library; declared for the type checker
+    # Set by the library; declared for the type checker.
+    connected: bool
+    redis: Any
 
-    def __init__(self, redis_url: str, stats: WorkerStats) -> None:
-        super().__init__(url=redis_url, channel=CHANNEL)
+    def __init__(self, redis_url: str, stats: WorkerStats, client_name: str) -> None:
+        # Named connections make every worker's subscription visible in `CLIENT LIST`, which
+        # is also how `subscribed` below knows its own subscription is active.
+        super().__init__(
+            url=redis_url, channel=CHANNEL, redis_options={"client_name": client_name}
+        )
         self._stats = stats
+        self.client_name = client_name
+
+    async def subscribe(self, timeout_seconds: float) -> None:
+        """Start listening now, not at the first client connection, and return once Redis
+        has the subscription: a worker reports ready only when it can receive every publish."""
+        self.server.manager_initialized = True
+        self.initialize()
+        try:
+            async with asyncio.timeout(timeout_seconds):
+                while not await self._subscribed():
+                    await asyncio.sleep(0.02)
+        except TimeoutError:
+            raise PublishFailed(
+                f"not subscribed to the Redis channel {self.channel!r} after {timeout_seconds} s"
+            ) from None
+
+    async def _subscribed(self) -> bool:
+        if self.redis is None:  # the listener has not connected yet
+            return False
+        try:
+            clients = await self.redis.client_list(_type="pubsub")
+        except Exception:
+            return False  # the listener retries the connection; so do we, until the timeout
+        return any(
+            c.get("name") == self.client_name and int(c.get("sub", 0)) > 0 for c in clients
+        )
 
     async def broadcast(self, room: str, event: str, data: Any) -> int:
         """Send `event` to every client in `room` on every worker; returns the workers reached."""

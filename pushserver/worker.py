@@ -31,7 +31,7 @@ import uvicorn
 import uvloop
 
 from pushserver.exposition import WorkerIdentity, metrics_app, worker_registry
-from pushserver.fanout import RoomFanout
+from pushserver.fanout import PublishFailed, RoomFanout
 from pushserver.logs import configure_logging, redact_url
 from pushserver.push import PushServer
 from pushserver.routes import http_app
@@ -43,6 +43,7 @@ log = logging.getLogger("pushserver.worker")
 
 # How long the worker waits for its clients' transports to close before it stops anyway.
 _DRAIN_TIMEOUT_SECONDS = 10.0
+_SUBSCRIBE_TIMEOUT_SECONDS = 15.0
 
 
 class _Server(uvicorn.Server):
@@ -58,7 +59,9 @@ class Worker:
         self.settings = settings
         self.index = index
         self.stats = WorkerStats()
-        self.fanout = RoomFanout(redis_url, self.stats)
+        self.fanout = RoomFanout(
+            redis_url, self.stats, f"pushscale:{settings.pod_name}:{index}"
+        )
         self.sio = PushServer(settings, self.stats, self.fanout, index)
         self._drained = asyncio.Event()
         self._drain_started = False
@@ -167,8 +170,13 @@ async def _serve(
     started = asyncio.create_task(worker.started())
     await asyncio.wait([running, started], return_when=asyncio.FIRST_COMPLETED)
     if running.done():
-        exc = running.exception()
-        report({"error": f"worker {index} stopped while starting: {exc}"})
+        report({"error": f"worker {index} stopped while starting: {running.exception()}"})
+        await writer.drain()
+        return 3
+    try:
+        await worker.fanout.subscribe(_SUBSCRIBE_TIMEOUT_SECONDS)
+    except PublishFailed as exc:
+        report({"error": f"worker {index}: {exc}"})
         await writer.drain()
         return 3
     log.info("serving; redis %s", redact_url(spec["redis_url"]))

@@ -42,6 +42,25 @@ async def test_event_reaches_every_worker_of_two_pods(server_factory, publish_to
     assert sum(sent) == 80
 
 
+async def test_every_worker_listens_before_the_server_is_ready(server_factory, publish_token):
+    """No publish is lost to a worker that has not subscribed yet, even with no clients."""
+    server = server_factory(token=publish_token, workers=3)
+    response = await server.publish("nobody-here", "score", 1)
+    assert response.json()["workers"] == 3
+
+
+async def test_without_a_redis_url_an_embedded_valkey_carries_the_events(
+    server_factory, publish_token, viewers
+):
+    server = server_factory(token=publish_token, redis_url=None)
+    assert "started an embedded valkey-server at redis://127.0.0.1:" in server.log()
+    clients = await viewers(server.url, 10)
+    for viewer in clients:
+        await viewer.client.call("joinByGameId", {"gameId": "local"}, timeout=5)
+    assert (await server.publish("local", "goal", "!")).status_code == 202
+    await eventually(lambda: all(v.got("goal") == ["!"] for v in clients))
+
+
 async def test_leave_stops_delivery(push_server, viewers):
     [viewer] = await viewers(push_server.url, 1)
     await viewer.client.call("joinByGameId", {"gameId": "42"}, timeout=5)

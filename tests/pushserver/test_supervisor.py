@@ -232,3 +232,35 @@ def _worker_pid(supervisor_pid: int) -> int | None:
         if b"pushserver.worker" in cmdline:
             return int(child)
     return None
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGQUIT], ids=["SIGINT", "SIGQUIT"])
+async def test_other_stop_signals_drain_too(push_server, viewers, signum):
+    clients = await viewers(push_server.url, 6)
+    push_server.process.send_signal(signum)
+    code = await asyncio.to_thread(push_server.process.wait, 30)
+    assert code == 0
+    log = push_server.log()
+    assert f"draining ({signum.name})" in log
+    await eventually(lambda: all(v.disconnects for v in clients), what="every client to drop")
+
+
+async def test_workers_do_not_outlive_a_killed_supervisor(push_server, viewers):
+    await viewers(push_server.url, 4)
+    push_server.process.kill()
+    push_server.process.wait()
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        # A zombie waits for its reaper; it no longer serves anything.
+        return "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+
+    await eventually(
+        lambda: all(gone(pid) for pid in push_server.worker_pids),
+        timeout=20,
+        what="orphaned workers to drain and exit",
+    )
+    assert "draining (supervisor gone)" in push_server.log()
