@@ -38,9 +38,7 @@ class RoomFanout(socketio.AsyncRedisManager):  # type: ignore[misc]
     def __init__(self, redis_url: str, stats: WorkerStats, client_name: str) -> None:
         # Named connections make every worker's subscription visible in `CLIENT LIST`, which
         # is also how `subscribed` below knows its own subscription is active.
-        super().__init__(
-            url=redis_url, channel=CHANNEL, redis_options={"client_name": client_name}
-        )
+        super().__init__(url=redis_url, channel=CHANNEL, redis_options={"client_name": client_name})
         self._stats = stats
         self.client_name = client_name
 
@@ -65,9 +63,7 @@ class RoomFanout(socketio.AsyncRedisManager):  # type: ignore[misc]
             clients = await self.redis.client_list(_type="pubsub")
         except Exception:
             return False  # the listener retries the connection; so do we, until the timeout
-        return any(
-            c.get("name") == self.client_name and int(c.get("sub", 0)) > 0 for c in clients
-        )
+        return any(c.get("name") == self.client_name and int(c.get("sub", 0)) > 0 for c in clients)
 
     async def broadcast(self, room: str, event: str, data: Any) -> int:
         """Send `event` to every client in `room` on every worker; returns the workers reached."""

@@ -59,9 +59,7 @@ class Worker:
         self.settings = settings
         self.index = index
         self.stats = WorkerStats()
-        self.fanout = RoomFanout(
-            redis_url, self.stats, f"pushscale:{settings.pod_name}:{index}"
-        )
+        self.fanout = RoomFanout(redis_url, self.stats, f"pushscale:{settings.pod_name}:{index}")
         self.sio = PushServer(settings, self.stats, self.fanout, index)
         self._drained = asyncio.Event()
         self._drain_started = False
