@@ -10,7 +10,7 @@ family over the workers of a pod (the `multiprocess_mode` idea of client_python)
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -34,22 +34,59 @@ class Combine(enum.Enum):
     IGNORE = "ignore"
 
 
-# How a pod's value is made from its workers' values.
+@dataclass(frozen=True)
+class Family:
+    """One exported family: what it is, how a pod's value is made from its workers', and
+    where its value lives in `WorkerStats` (a number, or counts per `label` value)."""
+
+    name: str
+    kind: str  # "counter" or "gauge"
+    help: str
+    across_workers: Combine
+    read: Callable[[WorkerStats], float | Mapping[str, int]]
+    label: str | None = None
+
+
+FAMILIES = (
+    Family("socket_io_connected", "gauge", "Number of currently connected sockets",
+           Combine.SUM, lambda s: s.connected),
+    Family("socket_io_connect_total", "counter", "Total count of socket.io connection requests",
+           Combine.SUM, lambda s: s.connect_total),
+    Family("socket_io_disconnect_total", "counter", "Total count of socket.io disconnections",
+           Combine.SUM, lambda s: s.disconnect_total),
+    Family("socket_io_events_received_total", "counter",
+           "Total count of socket.io received events", Combine.SUM,
+           lambda s: s.events_received, "event"),
+    Family("socket_io_events_sent_total", "counter", "Total count of socket.io sent events",
+           Combine.SUM, lambda s: s.events_sent, "event"),
+    Family("socket_io_errors_total", "counter", "Total socket.io errors",
+           Combine.SUM, lambda s: s.errors_total),
+    Family("socket_io_receive_bytes_total", "counter",
+           "Total socket.io bytes received (engine.io packets, heartbeats included)",
+           Combine.SUM, lambda s: s.receive_bytes),
+    Family("socket_io_transmit_bytes_total", "counter",
+           "Total socket.io bytes transmitted (engine.io packets, heartbeats included)",
+           Combine.SUM, lambda s: s.transmit_bytes),
+    Family("pushscale_client_errors_total", "counter", "Bad input from clients, by what was wrong",
+           Combine.SUM, lambda s: s.client_errors, "reason"),
+    Family("pushscale_disconnects_total", "counter", "Socket disconnections by reason",
+           Combine.SUM, lambda s: s.disconnects_by_reason, "reason"),
+    Family("pushscale_connections_rejected_total", "counter",
+           "Connections refused before the websocket upgrade, by reason",
+           Combine.SUM, lambda s: s.rejected_connections, "reason"),
+    Family("pushscale_sockets_shed_total", "counter",
+           "Sockets this worker closed to move them elsewhere (drain and rebalancing)",
+           Combine.SUM, lambda s: s.shed_total),
+    Family("pushscale_publish_requests_total", "counter",
+           "POST /publish requests by HTTP status code",
+           Combine.SUM, lambda s: s.publishes, "code"),
+    Family("pushscale_draining", "gauge", "1 while this worker drains, else 0",
+           Combine.MAX, lambda s: int(s.draining)),
+)  # fmt: skip
+
+# How a pod's value is made from its workers' values, for every family a worker serves.
 ACROSS_WORKERS: dict[str, Combine] = {
-    "socket_io_connected": Combine.SUM,
-    "socket_io_connect_total": Combine.SUM,
-    "socket_io_disconnect_total": Combine.SUM,
-    "socket_io_events_received_total": Combine.SUM,
-    "socket_io_events_sent_total": Combine.SUM,
-    "socket_io_errors_total": Combine.SUM,
-    "socket_io_receive_bytes_total": Combine.SUM,
-    "socket_io_transmit_bytes_total": Combine.SUM,
-    "pushscale_client_errors_total": Combine.SUM,
-    "pushscale_disconnects_total": Combine.SUM,
-    "pushscale_connections_rejected_total": Combine.SUM,
-    "pushscale_sockets_shed_total": Combine.SUM,
-    "pushscale_publish_requests_total": Combine.SUM,
-    "pushscale_draining": Combine.MAX,
+    **{family.name: family.across_workers for family in FAMILIES},
     "pushscale_worker_info": Combine.IGNORE,
 }
 
@@ -67,77 +104,8 @@ class StatsCollector(Collector):
         self._identity = identity
 
     def collect(self) -> Iterable[Metric]:
-        s = self._stats
-        yield GaugeMetricFamily(
-            "socket_io_connected", "Number of currently connected sockets", value=s.connected
-        )
-        yield CounterMetricFamily(
-            "socket_io_connect_total",
-            "Total count of socket.io connection requests",
-            value=s.connect_total,
-        )
-        yield CounterMetricFamily(
-            "socket_io_disconnect_total",
-            "Total count of socket.io disconnections",
-            value=s.disconnect_total,
-        )
-        yield _by_label(
-            "socket_io_events_received_total",
-            "Total count of socket.io received events",
-            "event",
-            s.events_received,
-        )
-        yield _by_label(
-            "socket_io_events_sent_total",
-            "Total count of socket.io sent events",
-            "event",
-            s.events_sent,
-        )
-        yield CounterMetricFamily(
-            "socket_io_errors_total", "Total socket.io errors", value=s.errors_total
-        )
-        yield CounterMetricFamily(
-            "socket_io_receive_bytes_total",
-            "Total socket.io bytes received (engine.io packets, heartbeats included)",
-            value=s.receive_bytes,
-        )
-        yield CounterMetricFamily(
-            "socket_io_transmit_bytes_total",
-            "Total socket.io bytes transmitted (engine.io packets, heartbeats included)",
-            value=s.transmit_bytes,
-        )
-        yield _by_label(
-            "pushscale_client_errors_total",
-            "Bad input from clients, by what was wrong",
-            "reason",
-            s.client_errors,
-        )
-        yield _by_label(
-            "pushscale_disconnects_total",
-            "Socket disconnections by reason",
-            "reason",
-            s.disconnects_by_reason,
-        )
-        yield _by_label(
-            "pushscale_connections_rejected_total",
-            "Connections refused before the websocket upgrade, by reason",
-            "reason",
-            s.rejected_connections,
-        )
-        yield CounterMetricFamily(
-            "pushscale_sockets_shed_total",
-            "Sockets this worker closed to move them elsewhere (drain and rebalancing)",
-            value=s.shed_total,
-        )
-        yield _by_label(
-            "pushscale_publish_requests_total",
-            "POST /publish requests by HTTP status code",
-            "code",
-            s.publishes,
-        )
-        yield GaugeMetricFamily(
-            "pushscale_draining", "1 while this worker drains, else 0", value=int(s.draining)
-        )
+        for family in FAMILIES:
+            yield _metric(family, family.read(self._stats))
         info = GaugeMetricFamily(
             "pushscale_worker_info",
             "Identity of the worker serving this endpoint",
@@ -147,11 +115,16 @@ class StatsCollector(Collector):
         yield info
 
 
-def _by_label(name: str, documentation: str, label: str, counts: dict[str, int]) -> Metric:
-    family = CounterMetricFamily(name, documentation, labels=[label])
-    for value, count in sorted(counts.items()):
-        family.add_metric([value], count)
-    return family
+def _metric(family: Family, value: float | Mapping[str, int]) -> Metric:
+    cls = CounterMetricFamily if family.kind == "counter" else GaugeMetricFamily
+    if family.label is None:
+        assert not isinstance(value, Mapping)
+        return cls(family.name, family.help, value=value)
+    assert isinstance(value, Mapping)
+    metric = cls(family.name, family.help, labels=[family.label])
+    for label_value, count in sorted(value.items()):
+        metric.add_metric([label_value], count)
+    return metric
 
 
 def worker_registry(stats: WorkerStats, identity: WorkerIdentity) -> CollectorRegistry:
