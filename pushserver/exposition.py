@@ -1,6 +1,6 @@
 """The Prometheus view of one worker: `/metrics` on `metrics_port + worker_index`.
 
-`pushserver.worker` builds `worker_registry(stats, identity)` and serves it with `metrics_app`.
+`pushserver.worker` builds `worker_registry(stats, identity)`; `pushserver.routes` serves it.
 Names and types follow the npm package socket.io-prometheus-metrics, so dashboards and alerts
 written for the Node server keep working; the byte counters gain the `_total` suffix that the
 exposition format requires of counters. `ACROSS_WORKERS` says how the adapter combines each
@@ -13,17 +13,9 @@ import enum
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from prometheus_client import (
-    GC_COLLECTOR,
-    PLATFORM_COLLECTOR,
-    PROCESS_COLLECTOR,
-    CollectorRegistry,
-    make_asgi_app,
-)
+from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR, CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.responses import PlainTextResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pushserver.stats import WorkerStats
 
@@ -135,17 +127,3 @@ def worker_registry(stats: WorkerStats, identity: WorkerIdentity) -> CollectorRe
     for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
         registry.register(collector)
     return registry
-
-
-def metrics_app(registry: CollectorRegistry) -> ASGIApp:
-    """`/metrics` for Prometheus and the adapter; everything else is a 404."""
-    exporter = make_asgi_app(registry)
-    not_found = PlainTextResponse("not found: this port serves /metrics\n", status_code=404)
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/metrics":
-            await exporter(scope, receive, send)
-        elif scope["type"] == "http":
-            await not_found(scope, receive, send)
-
-    return app

@@ -102,3 +102,33 @@ def parse_publish(body: bytes) -> PublishRequest:
     if event in RESERVED_EVENTS:
         raise PayloadError("reserved_event", f"event {event!r} is reserved by socket.io")
     return PublishRequest(_game_id(document["gameId"], "gameId"), event, document["data"])
+
+
+@dataclass(frozen=True)
+class ShedRequest:
+    count: int
+    interval_ms: float | None
+
+
+def parse_shed(body: bytes) -> ShedRequest:
+    """Decode a `POST /admin/shed` body: `{"count": N, "intervalMs": 5}` (intervalMs optional)."""
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PayloadError("bad_json", f"body is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise PayloadError("bad_payload", "body must be a JSON object")
+    unknown = sorted(set(document) - {"count", "intervalMs"})
+    if unknown:
+        raise PayloadError("bad_payload", f"unknown fields: {', '.join(unknown)}")
+    count = document.get("count")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise PayloadError("bad_count", "count must be a whole number of sockets, at least 1")
+    interval = document.get("intervalMs")
+    if interval is not None and (
+        isinstance(interval, bool)
+        or not isinstance(interval, int | float)
+        or not 0 <= interval <= 60_000
+    ):
+        raise PayloadError("bad_interval", "intervalMs must be a number from 0 to 60000")
+    return ShedRequest(count, None if interval is None else float(interval))

@@ -57,6 +57,9 @@ class PushServer(socketio.AsyncServer):  # type: ignore[misc]
         self._worker = f"{settings.pod_name}/{worker}"
         self._clock = clock
         self._budgets: dict[str, EventBudget] = {}
+        # Connected engine.io sessions, oldest first (dicts keep insertion order), so shedding
+        # can pick the newest sockets as the seed did.
+        self._arrivals: dict[str, None] = {}
         self.on("connect", self._on_connect)
         self.on("disconnect", self._on_disconnect)
         self.on("joinByGameId", self._on_join)
@@ -128,6 +131,7 @@ class PushServer(socketio.AsyncServer):  # type: ignore[misc]
         self._budgets[eio_sid] = EventBudget.full(
             s.event_rate_per_second, s.event_burst, self._clock()
         )
+        self._arrivals[eio_sid] = None
 
     async def _on_disconnect(self, sid: str, reason: str) -> None:
         self._stats.connected -= 1
@@ -135,8 +139,18 @@ class PushServer(socketio.AsyncServer):  # type: ignore[misc]
         self._stats.disconnects_by_reason[reason.replace(" ", "_")] += 1
         eio_sid = self.manager.eio_sid_from_sid(sid, "/")
         self._budgets.pop(eio_sid, None)
+        self._arrivals.pop(eio_sid, None)
 
-    async def close_transport(self, eio_sid: str, reason: str) -> None:
+    def newest(self, count: int) -> list[str]:
+        """The engine.io ids of the `count` most recently connected clients, newest first."""
+        newest: list[str] = []
+        for eio_sid in reversed(self._arrivals):
+            if len(newest) == count:
+                break
+            newest.append(eio_sid)
+        return newest
+
+    async def close_transport(self, eio_sid: str, reason: str) -> bool:
         """Close one client's websocket without a socket.io DISCONNECT packet.
 
         The client then sees `transport close` and reconnects by itself (to another worker or
@@ -144,12 +158,13 @@ class PushServer(socketio.AsyncServer):  # type: ignore[misc]
         `io server disconnect`, after which socket.io clients stay away for good.
         """
         socket = self.eio.sockets.get(eio_sid)
-        if socket is None:
-            return
+        if socket is None or socket.closed:
+            return False
         # engine.io has no public "abort" call: close() with abort=True skips the CLOSE packet,
         # and the None wakes the writer task, which then closes the websocket itself.
         await socket.close(wait=False, abort=True, reason=reason)
         await socket.queue.put(None)
+        return True
 
     # -- events ---------------------------------------------------------------------------
 

@@ -1,8 +1,13 @@
-"""The plain-HTTP side of the client port: health, readiness and `POST /publish`.
+"""HTTP endpoints of a worker.
 
-`pushserver.worker` mounts `http_app(...)` behind the socket.io ASGI app, which passes it every
-request that is not for `/socket.io/`. Any worker can take a publish: it goes through Redis to
-every worker of every pod (`pushserver.fanout`).
+On the client port (shared by the workers, behind the socket.io ASGI app, which passes it every
+request that is not for `/socket.io/`): `/healthz`, `/readyz` and `POST /publish`. Any worker can
+take a publish: it goes through Redis to every worker of every pod (`pushserver.fanout`).
+
+On the worker's own port (`metrics_port + i`): `GET /metrics` and `POST /admin/shed`, which
+addresses one worker, so it lives on the one port that belongs to a single worker.
+
+`pushserver.worker` builds both apps.
 """
 
 from __future__ import annotations
@@ -11,16 +16,22 @@ import hmac
 import logging
 from collections.abc import Callable
 
+from prometheus_client import CollectorRegistry, make_asgi_app
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pushserver.fanout import PublishFailed, RoomFanout
-from pushserver.payloads import PayloadError, parse_publish
+from pushserver.payloads import PayloadError, parse_publish, parse_shed
+from pushserver.shedding import Busy, Shedder
 from pushserver.stats import WorkerStats
 
 log = logging.getLogger(__name__)
+
+# Shed requests are a few bytes of JSON.
+_MAX_ADMIN_BODY_BYTES = 4096
 
 
 def bearer_token_matches(authorization: str | None, token: str) -> bool:
@@ -31,6 +42,24 @@ def bearer_token_matches(authorization: str | None, token: str) -> bool:
     if scheme.lower() != "bearer":
         return False
     return hmac.compare_digest(presented.strip().encode(), token.encode())
+
+
+def _error(status: int, code: str, message: str, **headers: str) -> Response:
+    return JSONResponse({"error": code, "message": message}, status, headers=headers)
+
+
+def _refuse_unauthorized(request: Request, token: str | None, what: str) -> Response | None:
+    """The 403 or 401 answer for a request that may not use an endpoint, else None."""
+    if token is None:
+        return _error(403, "disabled", f"{what} is disabled: the server has no {what} token")
+    if not bearer_token_matches(request.headers.get("authorization"), token):
+        return _error(
+            401,
+            "unauthorized",
+            "missing or wrong bearer token",
+            **{"www-authenticate": 'Bearer realm="pushscale"'},
+        )
+    return None
 
 
 class _TooLarge(Exception):
@@ -49,7 +78,20 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def http_app(
+async def _json_body(request: Request, limit: int) -> bytes | Response:
+    """The body of a JSON request, or the error answer for one that is not."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        return _error(415, "unsupported_media_type", "send Content-Type: application/json")
+    try:
+        return await _read_limited(request, limit)
+    except _TooLarge:
+        return _error(413, "too_large", f"body is larger than {limit} bytes")
+    except ClientDisconnect:
+        return _error(400, "incomplete", "the client went away before sending the body")
+
+
+def client_port_app(
     *,
     stats: WorkerStats,
     fanout: RoomFanout,
@@ -57,10 +99,6 @@ def http_app(
     max_publish_bytes: int,
     is_ready: Callable[[], bool],
 ) -> Starlette:
-    def error(status: int, code: str, message: str, **headers: str) -> Response:
-        stats.publishes[str(status)] += 1
-        return JSONResponse({"error": code, "message": message}, status, headers=headers)
-
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n")
 
@@ -70,42 +108,77 @@ def http_app(
         return PlainTextResponse("draining\n", status_code=503)
 
     async def publish(request: Request) -> Response:
-        if publish_token is None:
-            return error(403, "disabled", "publishing is disabled: the server has no publish token")
-        if not bearer_token_matches(request.headers.get("authorization"), publish_token):
-            return error(
-                401,
-                "unauthorized",
-                "missing or wrong bearer token",
-                **{"www-authenticate": 'Bearer realm="pushscale"'},
-            )
-        content_type = request.headers.get("content-type", "")
-        if content_type.split(";")[0].strip().lower() != "application/json":
-            return error(415, "unsupported_media_type", "send Content-Type: application/json")
+        response = await _publish(request)
+        stats.publishes[str(response.status_code)] += 1
+        return response
+
+    async def _publish(request: Request) -> Response:
+        refusal = _refuse_unauthorized(request, publish_token, "publish")
+        if refusal is not None:
+            return refusal
+        body = await _json_body(request, max_publish_bytes)
+        if isinstance(body, Response):
+            return body
         try:
-            body = await _read_limited(request, max_publish_bytes)
-        except _TooLarge:
-            return error(413, "too_large", f"body is larger than {max_publish_bytes} bytes")
-        except ClientDisconnect:
-            return error(400, "incomplete", "the client went away before sending the body")
-        try:
-            request_ = parse_publish(body)
+            asked = parse_publish(body)
         except PayloadError as exc:
-            return error(400, exc.code, exc.message)
+            return _error(400, exc.code, exc.message)
         try:
-            workers = await fanout.broadcast(request_.room, request_.event, request_.data)
+            workers = await fanout.broadcast(asked.room, asked.event, asked.data)
         except PublishFailed as exc:
-            log.warning("publish to %s failed: %s", request_.room, exc)
-            return error(503, "redis_unavailable", str(exc), **{"retry-after": "1"})
-        stats.publishes["202"] += 1
-        return JSONResponse(
-            {"room": request_.room, "event": request_.event, "workers": workers}, 202
-        )
+            log.warning("publish to %s failed: %s", asked.room, exc)
+            return _error(503, "redis_unavailable", str(exc), **{"retry-after": "1"})
+        return JSONResponse({"room": asked.room, "event": asked.event, "workers": workers}, 202)
 
     return Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/publish", publish, methods=["POST"]),
+        ]
+    )
+
+
+class _AsgiEndpoint:
+    """Starlette takes a plain function as request -> response; an object is an ASGI app."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
+
+
+def worker_port_app(
+    *,
+    registry: CollectorRegistry,
+    admin_token: str | None,
+    shedder: Shedder,
+    default_interval_ms: float,
+) -> Starlette:
+    exporter = make_asgi_app(registry)
+
+    async def shed(request: Request) -> Response:
+        refusal = _refuse_unauthorized(request, admin_token, "admin")
+        if refusal is not None:
+            return refusal
+        body = await _json_body(request, _MAX_ADMIN_BODY_BYTES)
+        if isinstance(body, Response):
+            return body
+        try:
+            asked = parse_shed(body)
+        except PayloadError as exc:
+            return _error(400, exc.code, exc.message)
+        interval_ms = default_interval_ms if asked.interval_ms is None else asked.interval_ms
+        try:
+            count = shedder.shed(asked.count, interval_ms / 1000, "POST /admin/shed")
+        except Busy as exc:
+            return _error(409, "busy", f"cannot shed now: {exc}")
+        return JSONResponse({"shedding": count, "intervalMs": interval_ms}, 202)
+
+    return Starlette(
+        routes=[
+            Route("/metrics", _AsgiEndpoint(exporter), methods=["GET"]),
+            Route("/admin/shed", shed, methods=["POST"]),
         ]
     )

@@ -46,6 +46,18 @@ class ServerSettings:
     # Per-connection token bucket: a real viewer sends a handful of events a minute.
     event_rate_per_second: float = 20.0
     event_burst: int = 40
+    # Paced drain on SIGTERM: a pod's sockets reconnect over this window, not in one burst
+    # (seed §1). Keep terminationGracePeriodSeconds above preStop + this + a few seconds.
+    drain_seconds: float = 20.0
+    # Rebalancing (seed §2): a worker above `recommended_connections` sheds its newest sockets
+    # down to `recommended_connections - shed_buffer`, one every `shed_interval_ms` (the seed's
+    # 5 ms). The seed ran 10k sockets per worker.
+    recommended_connections: int = 10_000
+    shed_buffer: int = 100
+    shed_interval_ms: float = 5.0
+    # Overload protection: above this a worker answers new websockets with HTTP 503.
+    max_connections: int = 15_000
+    admin_token: str | None = dataclasses.field(default=None, repr=False)
     allow_polling: bool = False
     cors_allowed_origins: tuple[str, ...] = ("*",)
     log_level: str = "info"
@@ -72,8 +84,17 @@ class ServerSettings:
             raise SettingsError("--max-publish-bytes must be at least 256")
         if self.event_rate_per_second <= 0 or self.event_burst < 1:
             raise SettingsError("--event-rate must be > 0 and --event-burst at least 1")
-        if self.publish_token is not None and len(self.publish_token) < 16:
-            raise SettingsError("the publish token must be at least 16 characters long")
+        for what, token in (("publish", self.publish_token), ("admin", self.admin_token)):
+            if token is not None and len(token) < 16:
+                raise SettingsError(f"the {what} token must be at least 16 characters long")
+        if self.drain_seconds < 0:
+            raise SettingsError("--drain-seconds must be 0 or more")
+        if self.recommended_connections < 1 or self.max_connections < 1:
+            raise SettingsError("--recommended-connections and --max-connections must be >= 1")
+        if not 0 <= self.shed_buffer < self.recommended_connections:
+            raise SettingsError("--shed-buffer must be >= 0 and below --recommended-connections")
+        if self.shed_interval_ms < 0:
+            raise SettingsError("--shed-interval-ms must be 0 or more")
         if self.log_level not in LOG_LEVELS:
             raise SettingsError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
 
@@ -134,6 +155,13 @@ _OPTIONS = (
     _Option("--max-publish-bytes", int, "largest POST /publish body in bytes (default 1 MiB)"),
     _Option("--event-rate", float, "events per second one client may send (default 20)"),
     _Option("--event-burst", int, "events one client may send in a burst (default 40)"),
+    _Option("--drain-seconds", float, "spread a drain's disconnects over this long (default 20)"),
+    _Option("--recommended-connections", int, "a worker sheds above this (default 10000)"),
+    _Option("--shed-buffer", int, "shed this many more than the excess (default 100)"),
+    _Option("--shed-interval-ms", float, "pause between two shed sockets (default 5)"),
+    _Option("--max-connections", int, "refuse new websockets (503) above this (default 15000)"),
+    _Option("--admin-token", str, "bearer token for POST /admin/shed on the metrics ports"),
+    _Option("--admin-token-file", str, "file holding the admin token"),
     _Option("--allow-polling", _bool, "also accept HTTP long-polling (needs sticky sessions)"),
     _Option("--cors-allowed-origins", _origins, "comma-separated allowed Origins (default *)"),
     _Option("--log-level", str, "debug, info, warning or error (default info)"),
@@ -175,13 +203,15 @@ def settings_from_namespace(
             values[option.dest] = _convert(option, flag_value, option.flag)
         elif option.env in environ:
             values[option.dest] = _convert(option, environ[option.env], option.env)
-    token_file = values.pop("publish_token_file", None)
-    if token_file is not None:
-        if "publish_token" in values:
-            raise SettingsError("give the publish token or a token file, not both")
-        values["publish_token"] = _read_token(token_file)
-    if values.get("publish_token") == "":
-        values["publish_token"] = None
+    for token in ("publish_token", "admin_token"):
+        token_file = values.pop(f"{token}_file", None)
+        what = token.replace("_", " ")
+        if token_file is not None:
+            if token in values:
+                raise SettingsError(f"give the {what} or a {what} file, not both")
+            values[token] = _read_token(token_file, what)
+        if values.get(token) == "":
+            values[token] = None
     for old, new in _RENAMED.items():
         if old in values:
             values[new] = values.pop(old)
@@ -190,13 +220,13 @@ def settings_from_namespace(
     return settings
 
 
-def _read_token(path: str) -> str:
+def _read_token(path: str, what: str) -> str:
     try:
         token = Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise SettingsError(f"cannot read the publish token file {path}: {exc.strerror}") from exc
+        raise SettingsError(f"cannot read the {what} file {path}: {exc.strerror}") from exc
     if not token:
-        raise SettingsError(f"the publish token file {path} is empty")
+        raise SettingsError(f"the {what} file {path} is empty")
     return token
 
 

@@ -30,7 +30,14 @@ from pathlib import Path
 import redis.asyncio
 
 from pushserver.embedded_redis import start_embedded_redis
-from pushserver.listeners import PortUnavailable, claim_client_port, client_socket, metrics_sockets
+from pushserver.limits import limit_warnings, raise_open_file_limit, read_host_limits
+from pushserver.listeners import (
+    BACKLOG,
+    PortUnavailable,
+    claim_client_port,
+    client_socket,
+    metrics_sockets,
+)
 from pushserver.logs import redact_url
 from pushserver.restarts import RestartPolicy, describe_exit
 from pushserver.settings import ENV_PREFIX, ServerSettings
@@ -85,6 +92,7 @@ class Supervisor:
 
     async def _start(self) -> None:
         s = self.settings
+        self._check_limits()
         try:
             self.port = claim_client_port(s.host, s.port)
             metrics = metrics_sockets(s.host, s.metrics_port, s.workers)
@@ -103,6 +111,14 @@ class Supervisor:
         if failures:
             await self._stop_all(signal.SIGKILL)
             raise StartupError("; ".join(failures))
+
+    def _check_limits(self) -> None:
+        s = self.settings
+        before, after = raise_open_file_limit()
+        if after != before:
+            log.info("raised the open-file limit from %d to %d", before, after)
+        for warning in limit_warnings(read_host_limits(), s.workers, s.max_connections, BACKLOG):
+            log.warning("connection limit: %s", warning)
 
     async def _spawn(self, slot: _Slot) -> None:
         """Start a worker in `slot` and wait until it reports ready (or why it could not)."""

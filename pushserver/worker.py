@@ -9,9 +9,9 @@ the settings as one JSON line over the control socket (so the publish token neve
   (`pushserver.push`) → plain HTTP (`pushserver.routes`);
 - its own metrics port: `pushserver.exposition`.
 
-SIGTERM, SIGINT and SIGQUIT start a drain: readiness fails, new websockets are refused, every
-client's transport is closed so it reconnects elsewhere, then the process exits 0. The control
-socket closing (the supervisor died) drains too.
+SIGTERM, SIGINT and SIGQUIT start a drain (`pushserver.shedding`): readiness fails, new websockets
+are refused, every client's transport is closed, paced over `--drain-seconds`, so it reconnects
+elsewhere; then the process exits 0. The control socket closing (the supervisor died) drains too.
 """
 
 from __future__ import annotations
@@ -30,19 +30,18 @@ import socketio
 import uvicorn
 import uvloop
 
-from pushserver.exposition import WorkerIdentity, metrics_app, worker_registry
+from pushserver.exposition import WorkerIdentity, worker_registry
 from pushserver.fanout import PublishFailed, RoomFanout
 from pushserver.logs import configure_logging, redact_url
 from pushserver.push import PushServer
-from pushserver.routes import http_app
+from pushserver.routes import client_port_app, worker_port_app
 from pushserver.settings import ServerSettings
+from pushserver.shedding import Shedder
 from pushserver.stats import WorkerStats
 from pushserver.transport import TransportGuard
 
 log = logging.getLogger("pushserver.worker")
 
-# How long the worker waits for its clients' transports to close before it stops anyway.
-_DRAIN_TIMEOUT_SECONDS = 10.0
 _SUBSCRIBE_TIMEOUT_SECONDS = 15.0
 
 
@@ -61,9 +60,9 @@ class Worker:
         self.stats = WorkerStats()
         self.fanout = RoomFanout(redis_url, self.stats, f"pushscale:{settings.pod_name}:{index}")
         self.sio = PushServer(settings, self.stats, self.fanout, index)
-        self._drained = asyncio.Event()
+        self.shedder = Shedder(self.sio, self.stats, settings)
         self._drain_started = False
-        routes = http_app(
+        routes = client_port_app(
             stats=self.stats,
             fanout=self.fanout,
             publish_token=settings.publish_token,
@@ -74,7 +73,7 @@ class Worker:
             socketio.ASGIApp(self.sio, other_asgi_app=routes),
             self.stats,
             settings.max_payload_bytes,
-            refusal=lambda: "draining" if self.stats.draining else None,
+            refusal=self._refusal,
         )
         identity = WorkerIdentity(settings.pod_name, index, version("pushscale"))
         common = {
@@ -100,21 +99,40 @@ class Worker:
         )
         self.metrics_server = _Server(
             uvicorn.Config(
-                metrics_app(worker_registry(self.stats, identity)),
+                worker_port_app(
+                    registry=worker_registry(self.stats, identity),
+                    admin_token=settings.admin_token,
+                    shedder=self.shedder,
+                    default_interval_ms=settings.shed_interval_ms,
+                ),
                 **common,  # type: ignore[arg-type]
             )
         )
+
+    def _refusal(self) -> str | None:
+        """Why a new websocket must be refused right now, if it must."""
+        if self.stats.draining:
+            return "draining"
+        # engine.io sessions, not socket.io connections: a socket costs memory from the
+        # moment its websocket is open.
+        if len(self.sio.eio.sockets) >= self.settings.max_connections:
+            return "overload"
+        return None
 
     async def run(self, client_sock: socket.socket, metrics_sock: socket.socket) -> None:
         serving = [
             asyncio.create_task(self.client_server.serve(sockets=[client_sock])),
             asyncio.create_task(self.metrics_server.serve(sockets=[metrics_sock])),
         ]
-        await asyncio.wait(serving, return_when=asyncio.FIRST_COMPLETED)
-        for task in serving:
-            if task.done() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
-        await asyncio.gather(*serving)
+        rebalancing = asyncio.create_task(self.shedder.rebalance_forever())
+        try:
+            await asyncio.wait(serving, return_when=asyncio.FIRST_COMPLETED)
+            for task in serving:
+                if task.done() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+            await asyncio.gather(*serving)
+        finally:
+            rebalancing.cancel()
 
     async def started(self) -> None:
         while not (self.client_server.started and self.metrics_server.started):
@@ -127,17 +145,7 @@ class Worker:
         asyncio.get_running_loop().create_task(self._drain(why))
 
     async def _drain(self, why: str) -> None:
-        self.stats.draining = True
-        clients = list(self.sio.eio.sockets)
-        log.info("draining (%s): closing %d client transports", why, len(clients))
-        for eio_sid in clients:
-            self.stats.shed_total += 1
-            await self.sio.close_transport(eio_sid, "server shutting down")
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(_DRAIN_TIMEOUT_SECONDS):
-                while self.stats.connected > 0:
-                    await asyncio.sleep(0.05)
-        log.info("drained; %d clients still connected", self.stats.connected)
+        await self.shedder.drain(why)
         self.client_server.should_exit = True
         self.metrics_server.should_exit = True
 

@@ -133,6 +133,7 @@ def start_server(
     name: str = "pod",
     env: dict[str, str] | None = None,
     port: int = 0,
+    drain_seconds: float = 1.0,
 ) -> RunningServer:
     ready = tmp_path / f"{name}-ready.json"
     log_path = tmp_path / f"{name}.log"
@@ -149,6 +150,9 @@ def start_server(
         "0",
         "--pod-name",
         name,
+        # Short drains keep tests quick; the drain tests choose their own.
+        "--drain-seconds",
+        str(drain_seconds),
         "--ready-file",
         str(ready),
         *(["--redis-url", redis_url] if redis_url else []),

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pushserver.payloads import PayloadError, game_id_of, parse_publish, room_of
+from pushserver.payloads import PayloadError, game_id_of, parse_publish, parse_shed, room_of
 
 
 @pytest.mark.parametrize(
@@ -102,3 +102,40 @@ def test_publish_refused(body, code, words):
         parse_publish(body)
     assert caught.value.code == code
     assert words in caught.value.message
+
+
+def test_shed_requests():
+    assert parse_shed(b'{"count": 500}').count == 500
+    assert parse_shed(b'{"count": 500}').interval_ms is None
+    assert parse_shed(b'{"count": 1, "intervalMs": 2.5}').interval_ms == 2.5
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"{}", "bad_count"),
+        (b'{"count": 0}', "bad_count"),
+        (b'{"count": 1.5}', "bad_count"),
+        (b'{"count": true}', "bad_count"),
+        (b'{"count": 1, "intervalMs": -1}', "bad_interval"),
+        (b'{"count": 1, "intervalMs": "5"}', "bad_interval"),
+        (b'{"count": 1, "pods": 2}', "bad_payload"),
+        (b"[]", "bad_payload"),
+        (b"{", "bad_json"),
+    ],
+    ids=[
+        "missing",
+        "zero",
+        "fraction",
+        "bool",
+        "negative-interval",
+        "string-interval",
+        "unknown-field",
+        "not-object",
+        "bad-json",
+    ],
+)
+def test_bad_shed_requests(body, code):
+    with pytest.raises(PayloadError) as caught:
+        parse_shed(body)
+    assert caught.value.code == code
