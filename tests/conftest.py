@@ -204,18 +204,30 @@ class Viewer:
     client: socketio.AsyncClient
     received: list[tuple[str, Any]] = field(default_factory=list)
     disconnects: list[str] = field(default_factory=list)
+    disconnect_times: list[float] = field(default_factory=list)
     connects: int = 0
+    # Joined again on every (re)connect, as the seed's client does.
+    game: str | None = None
+    acks: list[dict[str, Any]] = field(default_factory=list)
 
     def got(self, event: str) -> list[Any]:
         return [data for name, data in self.received if name == event]
 
 
 async def connect_viewer(
-    url: str, session: aiohttp.ClientSession, *, reconnection: bool = False, **options: Any
+    url: str,
+    session: aiohttp.ClientSession,
+    *,
+    reconnection: bool = False,
+    game: str | None = None,
+    **options: Any,
 ) -> Viewer:
     # An explicit session: engine.io's own is left open when the server drops the connection.
     client = socketio.AsyncClient(reconnection=reconnection, http_session=session, **options)
-    viewer = Viewer(client)
+    viewer = Viewer(client, game=game)
+
+    def record_ack(ack: dict[str, Any]) -> None:
+        viewer.acks.append(ack)
 
     @client.on("*")  # type: ignore[untyped-decorator]
     async def any_event(event: str, data: Any = None) -> None:
@@ -224,9 +236,12 @@ async def connect_viewer(
     @client.event  # type: ignore[untyped-decorator]
     async def connect() -> None:
         viewer.connects += 1
+        if viewer.game is not None:
+            await client.emit("joinByGameId", {"gameId": viewer.game}, callback=record_ack)
 
     @client.event  # type: ignore[untyped-decorator]
     async def disconnect(reason: str = "") -> None:
+        viewer.disconnect_times.append(time.monotonic())
         viewer.disconnects.append(reason)
 
     await client.connect(url, transports=["websocket"], wait_timeout=10)

@@ -24,7 +24,10 @@ def test_a_roomy_host_has_no_warnings():
 @pytest.mark.parametrize(
     ("change", "words"),
     [
-        ({"open_files_soft": 10_000, "open_files_hard": 20_000}, "open-file limit 10000 (hard 20000)"),
+        (
+            {"open_files_soft": 10_000, "open_files_hard": 20_000},
+            "open-file limit 10000 (hard 20000)",
+        ),
         ({"somaxconn": 128}, "net.core.somaxconn is 128"),
         ({"local_port_range": (32768, 60999)}, "local port range 32768-60999"),
         ({"conntrack_max": 50_000}, "nf_conntrack_max is 50000"),
