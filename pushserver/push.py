@@ -1,10 +1,11 @@
 """The socket.io side of a worker: rooms per game, counted events, bad input contained.
 
-`pushserver.worker` builds one `PushServer` per worker process. python-socketio's engine.io layer
-calls `_handle_eio_message` for every packet a client sends; this class decodes it once, counts
-it, applies the per-connection event budget (`pushserver.ratelimit`) and then hands it to
-python-socketio's own dispatch, which calls the event handlers below. Payloads are checked by
-`pushserver.payloads`. Room fan-out across workers and pods is `pushserver.fanout`'s job.
+`pushserver.worker` builds one `PushServer` per worker process, on `pushserver.engine.Engine`
+(engine.io over websocket), which calls `_handle_eio_message` for every packet a client sends;
+this class decodes it once, counts it, applies the per-connection event budget
+(`pushserver.ratelimit`) and then hands it to python-socketio's own dispatch, which calls the
+event handlers below. Payloads are checked by `pushserver.payloads`. Room fan-out across
+workers and pods is `pushserver.fanout`'s job.
 
 Whatever one client sends, the worst it can cause is its own disconnect: a packet that does not
 decode closes that client's transport; a flood is dropped, then disconnected.
@@ -20,6 +21,7 @@ from typing import Any
 import socketio
 from socketio import packet
 
+from pushserver.engine import Engine
 from pushserver.fanout import RoomFanout
 from pushserver.payloads import PayloadError, game_id_of, room_of
 from pushserver.ratelimit import EventBudget, Verdict
@@ -41,16 +43,19 @@ class PushServer(socketio.AsyncServer):  # type: ignore[misc]
         stats: WorkerStats,
         fanout: RoomFanout,
         worker: int,
+        refusal: Callable[[], str | None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`refusal()` says why a new websocket must be refused right now, if it must."""
         super().__init__(
-            async_mode="asgi",
             client_manager=fanout,
-            transports=["polling", "websocket"] if settings.allow_polling else ["websocket"],
             cors_allowed_origins=list(settings.cors_allowed_origins),
-            max_http_buffer_size=settings.max_payload_bytes,
             # Handlers are short and never block; running them inline saves a task per event.
             async_handlers=False,
+            # Options for `Engine`, which python-socketio passes through to it.
+            stats=stats,
+            refusal=refusal,
+            max_http_buffer_size=settings.max_payload_bytes,
         )
         self._settings = settings
         self._stats = stats
@@ -85,7 +90,7 @@ class PushServer(socketio.AsyncServer):  # type: ignore[misc]
             # TypeError: python-socketio's decoder on some truncated packets.
             self._stats.client_error("malformed_packet")
             log.info("closing %s: malformed socket.io packet (%s)", eio_sid, exc)
-            await self.close_transport(eio_sid, "malformed_packet")
+            self.close_transport(eio_sid, "malformed_packet")
             return
         if kind == packet.CONNECT:
             await self._handle_connect(eio_sid, pkt.namespace, pkt.data)
@@ -118,7 +123,7 @@ class PushServer(socketio.AsyncServer):  # type: ignore[misc]
         # (what a flooding client deserves); then the transport goes too, since a hostile
         # client would simply keep its engine.io connection open.
         await self.disconnect(sid, ignore_queue=True)
-        await self.close_transport(eio_sid, "flood")
+        self.close_transport(eio_sid, "flood")
         return False
 
     # -- connections ----------------------------------------------------------------------
@@ -150,21 +155,14 @@ class PushServer(socketio.AsyncServer):  # type: ignore[misc]
             newest.append(eio_sid)
         return newest
 
-    async def close_transport(self, eio_sid: str, reason: str) -> bool:
+    def close_transport(self, eio_sid: str, reason: str) -> bool:
         """Close one client's websocket without a socket.io DISCONNECT packet.
 
         The client then sees `transport close` and reconnects by itself (to another worker or
         pod), which is what draining and shedding want; `disconnect()` would send
         `io server disconnect`, after which socket.io clients stay away for good.
         """
-        socket = self.eio.sockets.get(eio_sid)
-        if socket is None or socket.closed:
-            return False
-        # engine.io has no public "abort" call: close() with abort=True skips the CLOSE packet,
-        # and the None wakes the writer task, which then closes the websocket itself.
-        await socket.close(wait=False, abort=True, reason=reason)
-        await socket.queue.put(None)
-        return True
+        return bool(self.eio.close_transport(eio_sid, reason))
 
     # -- events ---------------------------------------------------------------------------
 
@@ -190,6 +188,9 @@ class PushServer(socketio.AsyncServer):  # type: ignore[misc]
     async def _on_visibility_change(self, sid: str, payload: Any = None) -> None:
         # Counted in _admit; the server has nothing to do with it.
         return None
+
+    def _engineio_server_class(self) -> type[Engine]:
+        return Engine
 
     async def tell(self, sid: str, event: str, data: Any) -> None:
         """Send one event to one local client, without a round trip through Redis."""

@@ -107,6 +107,11 @@ def client_port_app(
             return PlainTextResponse("ready\n")
         return PlainTextResponse("draining\n", status_code=503)
 
+    async def polling(request: Request) -> Response:
+        # engine.io's own answer to a transport it does not serve: long-polling cannot work
+        # across workers without sticky sessions, so only websockets are served.
+        return JSONResponse({"code": 0, "message": "Transport unknown"}, 400)
+
     async def publish(request: Request) -> Response:
         response = await _publish(request)
         stats.publishes[str(response.status_code)] += 1
@@ -135,6 +140,7 @@ def client_port_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/publish", publish, methods=["POST"]),
+            Route("/socket.io/", polling, methods=["GET", "POST"]),
         ]
     )
 

@@ -58,7 +58,6 @@ class ServerSettings:
     # Overload protection: above this a worker answers new websockets with HTTP 503.
     max_connections: int = 15_000
     admin_token: str | None = dataclasses.field(default=None, repr=False)
-    allow_polling: bool = False
     cors_allowed_origins: tuple[str, ...] = ("*",)
     log_level: str = "info"
     ready_file: str | None = None
@@ -114,15 +113,6 @@ class ServerSettings:
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-def _bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"expected true or false, not {text!r}")
-
-
 def _origins(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -162,7 +152,6 @@ _OPTIONS = (
     _Option("--max-connections", int, "refuse new websockets (503) above this (default 15000)"),
     _Option("--admin-token", str, "bearer token for POST /admin/shed on the metrics ports"),
     _Option("--admin-token-file", str, "file holding the admin token"),
-    _Option("--allow-polling", _bool, "also accept HTTP long-polling (needs sticky sessions)"),
     _Option("--cors-allowed-origins", _origins, "comma-separated allowed Origins (default *)"),
     _Option("--log-level", str, "debug, info, warning or error (default info)"),
     _Option("--ready-file", str, "write the bound ports here as JSON once every worker is ready"),

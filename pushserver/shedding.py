@@ -73,7 +73,7 @@ class Shedder:
         self._stats.draining = True
         if self._shedding is not None:
             self._shedding.cancel()
-        victims = self._sio.newest(len(self._sio.eio.sockets))
+        victims = self._sio.newest(len(self._sio.eio.sessions))
         duration = self._settings.drain_seconds
         log.info("draining (%s): closing %d sockets over %.1f s", why, len(victims), duration)
         started = time.monotonic()
@@ -93,7 +93,7 @@ class Shedder:
         while closed < len(victims):
             due = pace.due_by(time.monotonic())
             while closed < due:
-                if await self._sio.close_transport(victims[closed], reason):
+                if self._sio.close_transport(victims[closed], reason):
                     self._stats.shed_total += 1
                 closed += 1
             if closed < len(victims):

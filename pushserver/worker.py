@@ -5,8 +5,8 @@ the settings as one JSON line over the control socket (so the publish token neve
 `ps` or the environment). The worker answers `{"ready": true}` once it serves both ports, or
 `{"error": "..."}` if it cannot start. It serves:
 
-- the client port (shared with its sibling workers): `TransportGuard` → socket.io
-  (`pushserver.push`) → plain HTTP (`pushserver.routes`);
+- the client port (shared with its sibling workers): websockets go to `pushserver.engine` and
+  socket.io (`pushserver.push`), plain HTTP to `pushserver.routes`;
 - its own metrics port: `pushserver.exposition`.
 
 SIGTERM, SIGINT and SIGQUIT start a drain (`pushserver.shedding`): readiness fails, new websockets
@@ -26,7 +26,6 @@ import sys
 from collections.abc import Iterator
 from importlib.metadata import version
 
-import socketio
 import uvicorn
 import uvloop
 
@@ -38,7 +37,6 @@ from pushserver.routes import client_port_app, worker_port_app
 from pushserver.settings import ServerSettings
 from pushserver.shedding import Shedder
 from pushserver.stats import WorkerStats
-from pushserver.transport import TransportGuard
 
 log = logging.getLogger("pushserver.worker")
 
@@ -59,7 +57,7 @@ class Worker:
         self.index = index
         self.stats = WorkerStats()
         self.fanout = RoomFanout(redis_url, self.stats, f"pushscale:{settings.pod_name}:{index}")
-        self.sio = PushServer(settings, self.stats, self.fanout, index)
+        self.sio = PushServer(settings, self.stats, self.fanout, index, refusal=self._refusal)
         self.shedder = Shedder(self.sio, self.stats, settings)
         self._drain_started = False
         routes = client_port_app(
@@ -68,12 +66,6 @@ class Worker:
             publish_token=settings.publish_token,
             max_publish_bytes=settings.max_publish_bytes,
             is_ready=lambda: not self.stats.draining,
-        )
-        client_app = TransportGuard(
-            socketio.ASGIApp(self.sio, other_asgi_app=routes),
-            self.stats,
-            settings.max_payload_bytes,
-            refusal=self._refusal,
         )
         identity = WorkerIdentity(settings.pod_name, index, version("pushscale"))
         common = {
@@ -84,16 +76,9 @@ class Worker:
         }
         self.client_server = _Server(
             uvicorn.Config(
-                client_app,
-                # engine.io's heartbeat already keeps connections alive; uvicorn's own
-                # websocket pings would double the idle traffic.
-                ws_ping_interval=None,
-                ws_ping_timeout=None,
-                # ~40 KB per connection in zlib state, for payloads that are a few bytes.
-                ws_per_message_deflate=False,
-                # The guard enforces the exact limit and counts it; this cap only stops a
-                # frame far beyond it from being buffered at all.
-                ws_max_size=settings.max_payload_bytes + 1024,
+                routes,
+                # Plain HTTP goes to `routes`; every websocket upgrade to the engine.
+                ws=self.sio.eio.protocol_factory(),
                 **common,  # type: ignore[arg-type]
             )
         )
@@ -115,7 +100,7 @@ class Worker:
             return "draining"
         # engine.io sessions, not socket.io connections: a socket costs memory from the
         # moment its websocket is open.
-        if len(self.sio.eio.sockets) >= self.settings.max_connections:
+        if len(self.sio.eio.sessions) >= self.settings.max_connections:
             return "overload"
         return None
 
@@ -124,6 +109,7 @@ class Worker:
             asyncio.create_task(self.client_server.serve(sockets=[client_sock])),
             asyncio.create_task(self.metrics_server.serve(sockets=[metrics_sock])),
         ]
+        self.sio.eio.start()
         rebalancing = asyncio.create_task(self.shedder.rebalance_forever())
         try:
             await asyncio.wait(serving, return_when=asyncio.FIRST_COMPLETED)

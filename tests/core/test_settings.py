@@ -11,7 +11,7 @@ def test_defaults_follow_the_seed():
     settings = parse_settings([], {})
     assert (settings.workers, settings.port, settings.metrics_port) == (4, 3000, 9100)
     assert settings.redis_url is None and settings.publish_token is None
-    assert settings.allow_polling is False
+    assert (settings.drain_seconds, settings.recommended_connections) == (20.0, 10_000)
 
 
 def test_every_flag_has_an_environment_twin_and_the_flag_wins():
@@ -20,7 +20,7 @@ def test_every_flag_has_an_environment_twin_and_the_flag_wins():
         "PUSHSCALE_PORT": "4000",
         "PUSHSCALE_REDIS_URL": "redis://r:6379/0",
         "PUSHSCALE_PUBLISH_TOKEN": "t" * 16,
-        "PUSHSCALE_ALLOW_POLLING": "yes",
+        "PUSHSCALE_DRAIN_SECONDS": "7.5",
         "PUSHSCALE_CORS_ALLOWED_ORIGINS": "https://a.example, https://b.example",
         "PUSHSCALE_EVENT_RATE": "2.5",
     }
@@ -29,7 +29,7 @@ def test_every_flag_has_an_environment_twin_and_the_flag_wins():
     assert settings.port == 4000
     assert settings.redis_url == "redis://r:6379/0"
     assert settings.publish_token == "t" * 16
-    assert settings.allow_polling is True
+    assert settings.drain_seconds == 7.5
     assert settings.cors_allowed_origins == ("https://a.example", "https://b.example")
     assert settings.event_rate_per_second == 2.5
 

@@ -6,7 +6,6 @@ import pytest
 
 from pushserver.logs import redact_url
 from pushserver.routes import bearer_token_matches
-from pushserver.transport import frame_size
 
 
 @pytest.mark.parametrize(
@@ -36,10 +35,3 @@ def test_redact_url(url, shown):
 )
 def test_bearer(header, ok):
     assert bearer_token_matches(header, "right-token") is ok
-
-
-def test_frame_sizes_are_bytes_on_the_wire():
-    assert frame_size({"type": "websocket.receive", "text": "42[]"}) == 4
-    assert frame_size({"type": "websocket.receive", "text": '42["골"]'}) == 9
-    assert frame_size({"type": "websocket.receive", "bytes": b"\x00\x01"}) == 2
-    assert frame_size({"type": "websocket.receive"}) == 0

@@ -157,7 +157,7 @@ def test_unreachable_redis_is_reported():
         (["--port", "70000"], {}, "--port must be a TCP port"),
         ([], {"PUSHSCALE_PUBLISH_TOKEN": "short"}, "at least 16 characters"),
         (["--publish-token-file", "/nonexistent/token"], {}, "cannot read the publish token file"),
-        (["--allow-polling", "maybe"], {}, "--allow-polling: invalid value 'maybe'"),
+        (["--drain-seconds", "soon"], {}, "--drain-seconds: invalid value 'soon'"),
         (["--bogus"], {}, "unrecognized arguments: --bogus"),
     ],
     ids=[
@@ -167,7 +167,7 @@ def test_unreachable_redis_is_reported():
         "port-range",
         "short-token",
         "token-file",
-        "bad-bool",
+        "bad-float",
         "unknown-flag",
     ],
 )

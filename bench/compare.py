@@ -1,0 +1,290 @@
+"""Our worker against the plain python-socketio baseline and the Node reference, in one run.
+
+    .venv/bin/python -m bench.compare [--servers node,pushscale,baseline] [--quick]
+
+Each server runs as one process (our server: one worker) pinned to CPU 0; the load generator
+(bench/agents.py: fast raw socket.io clients in separate processes) runs on CPU 1, so the
+client is not the bottleneck. For each server, on a fresh process:
+
+1. memory per idle connection: RSS growth ÷ sockets, at 5k, 10k and 19k sockets;
+2. idle CPU with 10k sockets (heartbeats only), over 30 s;
+3. fan-out: time from POST /publish until the last of 10k clients in the room has the event,
+   median of 5;
+
+then, on another fresh process, 4. the highest new-connection rate (steps of 250 … 4000/s, 3 s
+each) with zero errors (a failed handshake or a socket.io connect slower than 5 s).
+
+Figures are printed as a table with ratios to the Node reference: these machines are noisy and
+shared, so ratios measured in one run are what to quote. Needs `npm ci` in bench/node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from bench.agents import Agents
+from bench.load import draw_bar
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVER_CPU = 0
+AGENT_CPU = 1
+RATES = (250, 500, 1000, 1500, 2000, 3000, 4000)
+MEMORY_STEPS = (5000, 10000, 19000)
+# Sockets are opened at this pace in the memory phase, below every server's limit.
+GENTLE_RATE = 400.0
+FANOUT_ROOM_SIZE = 10000
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    pid: int  # the process that holds the sockets
+    process: subprocess.Popen[bytes]
+    publish_headers: dict[str, str] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_http(url: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.get(url, timeout=1)
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"no answer from {url}")
+
+
+@contextlib.contextmanager
+def start(name: str, tmp: Path) -> Iterator[Server]:
+    port = _free_port()
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    if name == "node":
+        node = shutil.which("node") or "node"
+        process = subprocess.Popen(
+            [node, str(ROOT / "bench/node/server.js"), str(port), str(_free_port())], **quiet
+        )  # type: ignore[call-overload]
+        _wait_http(f"http://127.0.0.1:{port}/socket.io/?EIO=4&transport=polling")
+        server = Server(name, port, process.pid, process)
+    elif name == "baseline":
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench.baseline_server", str(port)], cwd=ROOT, **quiet
+        )  # type: ignore[call-overload]
+        _wait_http(f"http://127.0.0.1:{port}/socket.io/?EIO=4&transport=polling")
+        server = Server(name, port, process.pid, process)
+    else:
+        token = secrets.token_urlsafe(24)
+        ready = tmp / f"ready-{port}.json"
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pushserver",
+                "--workers",
+                "1",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--metrics-port",
+                "0",
+                "--ready-file",
+                str(ready),
+                "--max-connections",
+                "19500",
+                "--recommended-connections",
+                "100000",
+                "--log-level",
+                "warning",
+                "--drain-seconds",
+                "1",
+            ],
+            env={**os.environ, "PUSHSCALE_PUBLISH_TOKEN": token},
+            cwd=ROOT,
+            **quiet,
+        )  # type: ignore[call-overload]
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        worker = json.loads(ready.read_text())["workers"][0]
+        server = Server(name, port, worker, process, {"authorization": f"Bearer {token}"})
+    os.sched_setaffinity(server.pid, {SERVER_CPU})
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise SystemExit(f"process {pid} is gone")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def publish(server: Server, game: str, sent_at: float) -> None:
+    response = httpx.post(
+        f"http://127.0.0.1:{server.port}/publish",
+        json={"gameId": game, "event": "score", "data": {"t": sent_at}},
+        headers=server.publish_headers,
+        timeout=30,
+    )
+    response.raise_for_status()
+
+
+def say(text: str) -> None:
+    sys.stderr.write(f"\n{text}\n")
+    sys.stderr.flush()
+
+
+def measure_steady(name: str, agents: Agents, tmp: Path, quick: bool) -> dict[str, float]:
+    figures: dict[str, float] = {}
+    steps = (1000, 2000, 3000) if quick else MEMORY_STEPS
+    with start(name, tmp) as server:
+        time.sleep(1)
+        base = rss_kib(server.pid)
+        opened = 0
+        agent = 0
+        for step in steps:
+            result = agents.open(server.port, step - opened, GENTLE_RATE, "bench", agent)
+            agent = result["next_agent"]
+            if result["failures"]:
+                say(f"{name}: {result['failures']} failures opening to {step}: {result['why']}")
+            opened = step
+            time.sleep(2)
+            figures[f"mem_{step}"] = (rss_kib(server.pid) - base) / step
+            draw_bar(f"{name} mem", steps.index(step) + 1, len(steps))
+            if step == steps[1]:
+                figures.update(idle_and_fanout(server, agents, step, quick))
+        agents.broadcast("close_all")
+    return figures
+
+
+def idle_and_fanout(server: Server, agents: Agents, sockets: int, quick: bool) -> dict[str, float]:
+    window = 10.0 if quick else 30.0
+    before = cpu_seconds(server.pid)
+    time.sleep(window)
+    idle_cpu = 100 * (cpu_seconds(server.pid) - before) / window
+    times = []
+    for round_ in range(5):
+        agents.broadcast("arm")
+        sent_at = time.time()
+        publish(server, "bench", sent_at)
+        # Each agent waits for its own clients.
+        reports = agents.call(
+            "arrivals",
+            {i: (r["connected"], 30.0) for i, r in enumerate(agents.broadcast("alive"))},
+        )
+        got = sum(r["events"] for r in reports)
+        if got < sockets:
+            say(f"{server.name}: fan-out round {round_} reached {got} of {sockets}")
+        times.append(max(r["last"] for r in reports) - sent_at)
+        time.sleep(1)
+    return {"idle_cpu": idle_cpu, "fanout": statistics.median(times)}
+
+
+def measure_rate(name: str, agents: Agents, tmp: Path, quick: bool) -> dict[str, float]:
+    best = 0.0
+    rates = RATES[:4] if quick else RATES
+    with start(name, tmp) as server:
+        time.sleep(1)
+        for rate in rates:
+            count = min(int(rate * 3), 9000)
+            result = agents.open(server.port, count, rate, "rate")
+            agents.broadcast("close_all")
+            time.sleep(3)  # let the server finish closing before the next step
+            draw_bar(f"{name} rate", rates.index(rate) + 1, len(rates))
+            if result["failures"]:
+                say(f"{name}: {rate}/s: {result['failures']} errors, e.g. {result['why']}")
+                break
+            best = float(rate)
+    return {"rate": best}
+
+
+ROWS = (
+    ("rate", "new connections/s, zero errors (highest step)", "{:.0f}", True),
+    ("mem_5000", "KiB per idle connection at 5k", "{:.1f}", False),
+    ("mem_10000", "KiB per idle connection at 10k", "{:.1f}", False),
+    ("mem_19000", "KiB per idle connection at 19k", "{:.1f}", False),
+    ("fanout", "10k fan-out, s (median of 5)", "{:.3f}", False),
+    ("idle_cpu", "idle CPU at 10k, % of a core", "{:.1f}", False),
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--servers", default="node,pushscale,baseline")
+    parser.add_argument("--quick", action="store_true", help="fewer sockets, for a smoke run")
+    args = parser.parse_args()
+    names = args.servers.split(",")
+    results: dict[str, dict[str, float]] = {}
+    agents = Agents(3, AGENT_CPU)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in names:
+                say(f"== {name}")
+                results[name] = measure_steady(name, agents, Path(tmp), args.quick)
+                results[name].update(measure_rate(name, agents, Path(tmp), args.quick))
+    finally:
+        agents.stop()
+    print()
+    print(
+        "| figure | "
+        + " | ".join(names)
+        + " | "
+        + " | ".join(f"{n} ÷ node" for n in names if n != "node")
+        + " |"
+    )
+    print("|---" * (1 + len(names) + len([n for n in names if n != "node"])) + "|")
+    for key, label, fmt, _higher_is_better in ROWS:
+        values = [results[n].get(key) for n in names]
+        cells = [fmt.format(v) if v is not None else "-" for v in values]
+        ratios = []
+        reference = results.get("node", {}).get(key)
+        for n in names:
+            if n == "node":
+                continue
+            value = results[n].get(key)
+            ratios.append(f"{value / reference:.2f}" if value and reference else "-")
+        print(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,471 @@
+"""engine.io v4 over websocket, built for hundreds of thousands of idle sockets.
+
+python-socketio's `AsyncServer` runs on top of an engine.io server; `pushserver.push.PushServer`
+gives it this `Engine` instead of python-engineio's. uvicorn keeps serving plain HTTP and hands
+every websocket upgrade to `EngineProtocol` (its `ws` protocol factory), which speaks RFC 6455
+(`pushserver.websocket`) and engine.io directly on the socket.
+
+Why not python-engineio: it keeps an asyncio queue, a writer task, a heartbeat task and a
+pending `wait_for` per connection, plus the whole ASGI scope and a request class of its own —
+about 40 KB and four tasks per idle socket, and a wake-up per socket per heartbeat. Here an idle
+socket is one protocol object and one `Session`: no task, no queue. Heartbeats run on one timer
+wheel for all sockets; incoming messages run in a task only while a socket has some to process;
+outgoing frames go straight to the transport, and a client that stops reading is disconnected
+once its unsent backlog passes `SLOW_CLIENT_BYTES`, so one slow phone never stalls a fan-out.
+
+Only the websocket transport exists: long-polling cannot work across workers without sticky
+sessions. A polling request gets engine.io's own "Transport unknown" error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import engineio
+from engineio import packet as eio_packet
+
+from pushserver import websocket as ws
+from pushserver.stats import WorkerStats
+
+log = logging.getLogger(__name__)
+
+# engine.io's defaults, which socket.io clients expect unless told otherwise.
+PING_INTERVAL_SECONDS = 25
+PING_TIMEOUT_SECONDS = 20
+# Unsent bytes a client may fall behind by (a burst of events it has not read yet) before it
+# counts as gone; a viewer on a dead mobile link would otherwise hold memory forever.
+SLOW_CLIENT_BYTES = 4 * 1024 * 1024
+_MAX_HANDSHAKE_BYTES = 16 * 1024
+# How long a closing socket waits for the client's close frame (RFC 6455 §7.1.1).
+CLOSE_TIMEOUT_SECONDS = 5.0
+# Engine.io v4 packet types a client sends.
+_PONG, _MESSAGE, _CLOSE, _PING, _UPGRADE, _NOOP = "3", "4", "1", "2", "5", "6"
+
+Handler = Callable[..., Awaitable[Any]]
+
+
+class Session:
+    """One engine.io session: a websocket and what the engine knows about it."""
+
+    __slots__ = (
+        "awaiting_pong", "closed", "inbox", "processing", "protocol", "sid", "slot", "store"
+    )  # fmt: skip
+
+    def __init__(self, sid: str, protocol: EngineProtocol, slot: int) -> None:
+        self.sid = sid
+        self.protocol = protocol
+        # The second of the ping interval at which this session is pinged.
+        self.slot = slot
+        self.awaiting_pong = False
+        self.closed = False
+        # Work for the socket.io layer, run in order by at most one task at a time.
+        self.inbox: deque[Awaitable[Any]] = deque()
+        self.processing = False
+        self.store: dict[str, Any] = {}
+
+
+class Engine:
+    """The server side of engine.io that python-socketio's `AsyncServer` uses."""
+
+    reason = engineio.Server.reason
+    async_mode = "asgi"
+
+    def __init__(
+        self,
+        *,
+        stats: WorkerStats,
+        refusal: Callable[[], str | None],
+        max_http_buffer_size: int,
+        cors_allowed_origins: list[str] | str | None = None,
+        ping_interval: int = PING_INTERVAL_SECONDS,
+        ping_timeout: int = PING_TIMEOUT_SECONDS,
+        **_library_options: Any,
+    ) -> None:
+        """`refusal()` says why a new websocket must be refused now (or None); the other
+        library options (logger, json, async_handlers) do not apply here."""
+        self.stats = stats
+        self.refusal = refusal
+        self.max_payload_bytes = max_http_buffer_size
+        origins = cors_allowed_origins or []
+        self.allowed_origins = None if "*" in origins else set(origins)
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.sessions: dict[str, Session] = {}
+        self._handlers: dict[str, Handler] = {}
+        self._open_payload = ""
+        # Timer wheels, one slot per second of the ping interval: sessions to ping at that
+        # second, and sessions whose pong is due by that second.
+        self._to_ping: list[set[Session]] = [set() for _ in range(ping_interval)]
+        self._due: list[list[Session]] = [[] for _ in range(ping_interval)]
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    # -- the interface python-socketio calls ------------------------------------------------
+
+    def on(self, event: str, handler: Handler) -> None:
+        self._handlers[event] = handler
+
+    async def send(self, sid: str, data: str | bytes) -> None:
+        session = self.sessions.get(sid)
+        if session is not None:
+            if isinstance(data, str):
+                session.protocol.write_text(_MESSAGE + data)
+            else:
+                session.protocol.write_binary(data)
+
+    async def send_packet(self, sid: str, pkt: eio_packet.Packet) -> None:
+        session = self.sessions.get(sid)
+        if session is not None:
+            encoded = pkt.encode()
+            if isinstance(encoded, str):
+                session.protocol.write_text(encoded)
+            else:
+                session.protocol.write_binary(encoded)
+
+    async def disconnect(self, sid: str | None = None) -> None:
+        """End one session (or all) with engine.io's CLOSE packet: a goodbye, not a move."""
+        if sid is None:
+            sessions = list(self.sessions.values())
+        else:
+            sessions = [self.sessions[sid]] if sid in self.sessions else []
+        for session in sessions:
+            session.protocol.write_text(_CLOSE)
+            self.close(session, ws.NORMAL, self.reason.SERVER_DISCONNECT)
+
+    def generate_id(self) -> str:
+        return base64.urlsafe_b64encode(secrets.token_bytes(15)).decode()
+
+    def transport(self, sid: str) -> str:
+        return "websocket"
+
+    def start_background_task(
+        self, target: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
+    ) -> asyncio.Task[Any]:
+        return asyncio.ensure_future(target(*args, **kwargs))
+
+    async def sleep(self, seconds: float = 0) -> None:
+        await asyncio.sleep(seconds)
+
+    def create_event(self) -> asyncio.Event:
+        return asyncio.Event()
+
+    async def get_session(self, sid: str) -> dict[str, Any]:
+        return self.sessions[sid].store
+
+    async def save_session(self, sid: str, session: dict[str, Any]) -> None:
+        self.sessions[sid].store = session
+
+    async def shutdown(self) -> None:
+        await self.disconnect()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+
+    # -- ours -------------------------------------------------------------------------------
+
+    def protocol_factory(self) -> Callable[..., EngineProtocol]:
+        """What uvicorn's `ws` setting takes: it builds one protocol per websocket upgrade."""
+        return partial(EngineProtocol, engine=self)
+
+    def start(self) -> None:
+        self._open_payload = json.dumps(
+            {
+                "upgrades": [],
+                "pingInterval": self.ping_interval * 1000,
+                "pingTimeout": self.ping_timeout * 1000,
+                "maxPayload": self.max_payload_bytes,
+            }
+        )[1:]
+        self._heartbeat = asyncio.ensure_future(self._beat_forever())
+
+    def close_transport(self, sid: str, reason: str) -> bool:
+        """Close a client's websocket with no engine.io or socket.io goodbye, so the client
+        reports `transport close` and reconnects by itself."""
+        session = self.sessions.get(sid)
+        if session is None or session.closed:
+            return False
+        self.close(session, ws.GOING_AWAY, reason)
+        return True
+
+    def open(self, protocol: EngineProtocol, environ: dict[str, str]) -> Session:
+        sid = self.generate_id()
+        session = Session(sid, protocol, self._second() % self.ping_interval)
+        self.sessions[sid] = session
+        protocol.write_text(f'0{{"sid":"{sid}",{self._open_payload}')
+        self._to_ping[session.slot].add(session)
+        self.enqueue(session, self._handlers["connect"](sid, environ))
+        return session
+
+    def received(self, session: Session, text: str) -> None:
+        kind = text[:1]
+        if kind == _MESSAGE:
+            self.enqueue(session, self._handlers["message"](session.sid, text[1:]))
+        elif kind == _PONG:
+            session.awaiting_pong = False
+        elif kind == _CLOSE:
+            self.close(session, ws.NORMAL, self.reason.CLIENT_DISCONNECT)
+        elif kind == _PING:  # engine.io v3 clients ping the server themselves
+            session.protocol.write_text(_PONG + text[1:])
+        elif kind not in (_UPGRADE, _NOOP):
+            self.stats.client_error("malformed_packet")
+            self.close(session, ws.PROTOCOL_ERROR, "malformed_packet")
+
+    def received_binary(self, session: Session, data: bytes) -> None:
+        self.enqueue(session, self._handlers["message"](session.sid, data))
+
+    def close(self, session: Session, code: int, reason: str) -> None:
+        """End a session once: the websocket closes, socket.io hears of it after the
+        messages it already had."""
+        if session.closed:
+            return
+        session.closed = True
+        self.sessions.pop(session.sid, None)
+        self._to_ping[session.slot].discard(session)
+        session.protocol.close(code, reason)
+        self.enqueue(session, self._handlers["disconnect"](session.sid, reason))
+
+    def enqueue(self, session: Session, work: Awaitable[Any]) -> None:
+        session.inbox.append(work)
+        if not session.processing:
+            session.processing = True
+            asyncio.get_running_loop().create_task(self._process(session))
+
+    async def _process(self, session: Session) -> None:
+        try:
+            while session.inbox:
+                try:
+                    await session.inbox.popleft()
+                except Exception:
+                    log.exception("socket.io handler failed for %s", session.sid)
+        finally:
+            session.processing = False
+
+    # -- heartbeats -------------------------------------------------------------------------
+
+    def _second(self) -> int:
+        return int(asyncio.get_running_loop().time())
+
+    async def _beat_forever(self) -> None:
+        last = self._second()
+        while True:
+            await asyncio.sleep(1.0)
+            now = self._second()
+            # A late tick (a busy loop) still visits every second it missed.
+            for second in range(last + 1, now + 1):
+                self._beat(second)
+            last = now
+
+    def _beat(self, second: int) -> None:
+        slot = second % self.ping_interval
+        for session in self._due[slot]:
+            if session.awaiting_pong and not session.closed:
+                self.close(session, ws.GOING_AWAY, self.reason.PING_TIMEOUT)
+        pinged = list(self._to_ping[slot])
+        for session in pinged:
+            session.awaiting_pong = True
+            session.protocol.write_text(_PING)
+        self._due[slot] = []
+        self._due[(second + self.ping_timeout) % self.ping_interval].extend(pinged)
+
+
+class EngineProtocol(asyncio.Protocol):
+    """One websocket, from the upgrade request uvicorn passes on to the last byte."""
+
+    __slots__ = (
+        "_closing", "_handshake", "_reader", "connections", "engine", "session", "transport"
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        config: Any,
+        server_state: Any,
+        app_state: Any,
+        _loop: Any = None,
+        *,
+        engine: Engine,
+    ) -> None:
+        self.engine = engine
+        self.connections: set[Any] = server_state.connections
+        self.transport: asyncio.Transport | None = None
+        self.session: Session | None = None
+        self._handshake: bytearray | None = bytearray()
+        self._reader = ws.FrameReader(engine.max_payload_bytes)
+        # Set once our close frame is out: we wait for the client's before closing the TCP
+        # connection, or the kernel would answer unread data with a reset and the client would
+        # lose what we sent last (an error event, the close frame itself).
+        self._closing: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.connections.add(self)
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        if self._closing is not None:
+            self._closing.cancel()
+        if self.session is not None:
+            self.engine.close(self.session, 1006, self.engine.reason.TRANSPORT_CLOSE)
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown: say we are restarting, then go."""
+        if self.session is not None:
+            self.engine.close(self.session, ws.SERVICE_RESTART, "server shutting down")
+        elif self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self._handshake is not None:
+            self._handshake += data
+            end = self._handshake.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._handshake) > _MAX_HANDSHAKE_BYTES:
+                    self._http_error(431, "request headers too large")
+                return
+            request, rest = bytes(self._handshake[:end]), bytes(self._handshake[end + 4 :])
+            self._handshake = None
+            self._upgrade(request)
+            if not rest or self.session is None:
+                return
+            data = rest
+        if self._closing is not None:
+            self._await_close_frame(data)
+            return
+        session = self.session
+        if session is None or session.closed:
+            return
+        stats = self.engine.stats
+        try:
+            messages = self._reader.feed(data)
+        except ws.ProtocolError as exc:
+            reason = "payload_too_large" if exc.code == ws.TOO_BIG else "malformed_packet"
+            stats.client_error(reason)
+            self.engine.close(session, exc.code, reason)
+            return
+        for message in messages:
+            stats.receive_bytes += message.size
+            if not self.open:  # an earlier message in this read closed the session
+                return
+            if message.opcode == ws.TEXT:
+                self.engine.received(session, message.data)  # type: ignore[arg-type]
+            elif message.opcode == ws.BINARY:
+                self.engine.received_binary(session, message.data)  # type: ignore[arg-type]
+            elif message.opcode == ws.PING:
+                self._write(ws.frame(ws.PONG, message.data))  # type: ignore[arg-type]
+            elif message.opcode == ws.CLOSE:
+                code = ws.close_code_of(message.data)  # type: ignore[arg-type]
+                self.engine.close(session, code, self.engine.reason.CLIENT_DISCONNECT)
+
+    @property
+    def open(self) -> bool:
+        return self.session is not None and not self.session.closed
+
+    def _upgrade(self, request: bytes) -> None:
+        lines = request.decode("latin-1").split("\r\n")
+        method, _, rest = lines[0].partition(" ")
+        target = rest.rpartition(" ")[0]
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        url = urlsplit(target)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        engine = self.engine
+        if method != "GET" or url.path.rstrip("/") != "/socket.io":
+            self._http_error(404, "not found")
+        elif query.get("transport") != "websocket":
+            self._engine_error(0, "Transport unknown")
+        elif query.get("EIO") != "4":
+            self._engine_error(5, "Unsupported protocol version")
+        elif "sid" in query:
+            self._engine_error(1, "Session ID unknown")
+        elif engine.allowed_origins is not None and headers.get("origin") not in (
+            engine.allowed_origins
+        ):
+            self._engine_error(4, "Not an accepted origin")
+        elif headers.get("sec-websocket-version") != "13" or "sec-websocket-key" not in headers:
+            self._http_error(400, "not a websocket handshake")
+        elif (why := engine.refusal()) is not None:
+            engine.stats.rejected_connections[why] += 1
+            self._http_error(503, f"connection refused: {why}", retry_after=5)
+        else:
+            self._write(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+                + ws.accept_key(headers["sec-websocket-key"]).encode()
+                + b"\r\n\r\n"
+            )
+            peer = self.transport.get_extra_info("peername") if self.transport else None
+            environ = {"QUERY_STRING": url.query, "REMOTE_ADDR": peer[0] if peer else ""}
+            self.session = engine.open(self, environ)
+
+    def _engine_error(self, code: int, message: str) -> None:
+        self._http_error(400, json.dumps({"code": code, "message": message}), "application/json")
+
+    def _http_error(
+        self,
+        status: int,
+        body: str,
+        content_type: str = "text/plain; charset=utf-8",
+        retry_after: int | None = None,
+    ) -> None:
+        phrases = {400: "Bad Request", 404: "Not Found", 431: "Request Header Fields Too Large",
+                   503: "Service Unavailable"}  # fmt: skip
+        payload = body.encode() + (b"" if content_type.startswith("application") else b"\n")
+        head = (
+            f"HTTP/1.1 {status} {phrases[status]}\r\ncontent-type: {content_type}\r\n"
+            f"content-length: {len(payload)}\r\nconnection: close\r\n"
+            + (f"retry-after: {retry_after}\r\n" if retry_after else "")
+            + "\r\n"
+        )
+        self._write(head.encode() + payload)
+        if self.transport is not None:
+            self.transport.close()
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def write_text(self, text: str) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        payload = text.encode()
+        transport.write(ws.frame(ws.TEXT, payload))
+        self.engine.stats.transmit_bytes += len(payload)
+        if transport.get_write_buffer_size() > SLOW_CLIENT_BYTES and self.session is not None:
+            self.engine.stats.client_error("slow_client")
+            self.engine.close(self.session, ws.GOING_AWAY, "slow_client")
+
+    def write_binary(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(ws.frame(ws.BINARY, data))
+            self.engine.stats.transmit_bytes += len(data)
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake: our close frame now, the TCP close once the client
+        answers with its own, or after `CLOSE_TIMEOUT_SECONDS`."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or self._closing is not None:
+            return
+        if code == 1006:  # the connection is already gone; there is nobody to tell
+            transport.close()
+            return
+        transport.write(ws.close_frame(code))
+        self._closing = asyncio.get_running_loop().call_later(
+            CLOSE_TIMEOUT_SECONDS, transport.close
+        )
+
+    def _await_close_frame(self, data: bytes) -> None:
+        try:
+            messages = self._reader.feed(data)
+        except ws.ProtocolError:
+            messages = [ws.Message(ws.CLOSE, b"", 0)]
+        if any(message.opcode == ws.CLOSE for message in messages) and self.transport:
+            self.transport.close()
