@@ -22,8 +22,8 @@ _UPGRADE = (
 )
 
 
-def frame(text: str, opcode: int = 0x1) -> bytes:
-    payload = text.encode()
+def frame(data: str | bytes, opcode: int = 0x1) -> bytes:
+    payload = data.encode() if isinstance(data, str) else data
     length = len(payload)
     if length < 126:
         header = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
@@ -97,7 +97,8 @@ class SocketIOClient(asyncio.Protocol):
             self.transport.close()
             return
         if opcode == 0x9:
-            self.transport.write(frame(payload.decode(errors="replace"), 0xA))
+            # A pong echoes the ping's bytes exactly, or the server drops us as unresponsive.
+            self.transport.write(frame(payload, 0xA))
             return
         if opcode != 0x1:
             return

@@ -1,0 +1,111 @@
+"""engine: the heartbeat wheel and session bookkeeping, driven second by second.
+
+`Wire` stands in for `EngineProtocol`, the socket side; the engine logic under test is real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from pushserver.engine import Engine
+from pushserver.stats import WorkerStats
+
+
+class Wire:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.closed: tuple[int, str] | None = None
+
+    def write_text(self, text: str) -> None:
+        self.sent.append(text)
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+
+def engine_with_log() -> tuple[Engine, list[tuple[str, Any]]]:
+    engine = Engine(
+        stats=WorkerStats(), refusal=lambda: None, max_http_buffer_size=1000,
+        ping_interval=5, ping_timeout=3,
+    )  # fmt: skip
+    calls: list[tuple[str, Any]] = []
+
+    async def connect(sid: str, environ: dict[str, str]) -> None:
+        calls.append(("connect", sid))
+
+    async def message(sid: str, data: str) -> None:
+        calls.append(("message", data))
+
+    async def disconnect(sid: str, reason: str) -> None:
+        calls.append(("disconnect", reason))
+
+    for name, handler in (("connect", connect), ("message", message), ("disconnect", disconnect)):
+        engine.on(name, handler)
+    return engine, calls
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_the_open_packet_tells_the_client_the_heartbeat():
+    engine, calls = engine_with_log()
+    engine.start()
+    wire = Wire()
+    session = engine.open(wire, {})  # type: ignore[arg-type]
+    opening = json.loads(wire.sent[0][1:])
+    assert opening == {
+        "sid": session.sid, "upgrades": [], "pingInterval": 5000, "pingTimeout": 3000,
+        "maxPayload": 1000,
+    }  # fmt: skip
+    await settle()
+    assert calls == [("connect", session.sid)]
+    await engine.shutdown()
+
+
+async def test_a_client_that_answers_stays_and_one_that_does_not_is_closed():
+    engine, calls = engine_with_log()
+    alive, silent = Wire(), Wire()
+    first = engine.open(alive, {})  # type: ignore[arg-type]
+    second = engine.open(silent, {})  # type: ignore[arg-type]
+    start = engine._second()
+    for second_ in range(start + 1, start + 6):  # one whole ping interval: both pinged once
+        engine._beat(second_)
+    assert alive.sent[-1] == "2" and silent.sent[-1] == "2"
+    engine.received(first, "3")  # pong
+    for second_ in range(start + 6, start + 9):  # past the ping timeout
+        engine._beat(second_)
+    await settle()
+    assert alive.closed is None
+    assert silent.closed is not None and silent.closed[1] == "ping timeout"
+    assert set(engine.sessions) == {first.sid}
+    assert ("disconnect", "ping timeout") in calls
+    assert second.closed
+
+
+async def test_messages_reach_socket_io_in_order_before_the_disconnect():
+    engine, calls = engine_with_log()
+    wire = Wire()
+    session = engine.open(wire, {})  # type: ignore[arg-type]
+    for i in range(3):
+        engine.received(session, f"4{i}")
+    engine.received(session, "1")  # the client closes
+    await settle()
+    assert calls == [
+        ("connect", session.sid), ("message", "0"), ("message", "1"), ("message", "2"),
+        ("disconnect", "client disconnect"),
+    ]  # fmt: skip
+    assert not session.processing, "no task is left behind for an idle socket"
+
+
+async def test_an_unknown_packet_type_closes_the_session():
+    engine, _calls = engine_with_log()
+    wire = Wire()
+    session = engine.open(wire, {})  # type: ignore[arg-type]
+    engine.received(session, "9oops")
+    assert wire.closed == (1002, "malformed_packet")
+    assert engine.stats.client_errors["malformed_packet"] == 1
+    assert session.sid not in engine.sessions
