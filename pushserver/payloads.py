@@ -79,17 +79,23 @@ class PublishRequest:
         return room_of(self.game_id)
 
 
-def parse_publish(body: bytes) -> PublishRequest:
-    """Decode a `POST /publish` body: `{"gameId": ..., "event": ..., "data": ...}`."""
+def _json_object(body: bytes, fields: set[str]) -> dict[str, Any]:
+    """A request body that must be a JSON object with no fields but `fields`."""
     try:
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PayloadError("bad_json", f"body is not valid JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise PayloadError("bad_payload", "body must be a JSON object")
-    unknown = sorted(set(document) - {"gameId", "event", "data"})
+    unknown = sorted(set(document) - fields)
     if unknown:
         raise PayloadError("bad_payload", f"unknown fields: {', '.join(unknown)}")
+    return document
+
+
+def parse_publish(body: bytes) -> PublishRequest:
+    """Decode a `POST /publish` body: `{"gameId": ..., "event": ..., "data": ...}`."""
+    document = _json_object(body, {"gameId", "event", "data"})
     missing = [field for field in ("gameId", "event", "data") if field not in document]
     if missing:
         raise PayloadError("bad_payload", f"missing fields: {', '.join(missing)}")
@@ -112,15 +118,7 @@ class ShedRequest:
 
 def parse_shed(body: bytes) -> ShedRequest:
     """Decode a `POST /admin/shed` body: `{"count": N, "intervalMs": 5}` (intervalMs optional)."""
-    try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError("bad_json", f"body is not valid JSON: {exc}") from exc
-    if not isinstance(document, dict):
-        raise PayloadError("bad_payload", "body must be a JSON object")
-    unknown = sorted(set(document) - {"count", "intervalMs"})
-    if unknown:
-        raise PayloadError("bad_payload", f"unknown fields: {', '.join(unknown)}")
+    document = _json_object(body, {"count", "intervalMs"})
     count = document.get("count")
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise PayloadError("bad_count", "count must be a whole number of sockets, at least 1")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Callable
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, make_asgi_app
 from starlette.applications import Starlette
@@ -29,6 +30,8 @@ from pushserver.shedding import Busy, Shedder
 from pushserver.stats import WorkerStats
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Shed requests are a few bytes of JSON.
 _MAX_ADMIN_BODY_BYTES = 4096
@@ -78,17 +81,25 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-async def _json_body(request: Request, limit: int) -> bytes | Response:
-    """The body of a JSON request, or the error answer for one that is not."""
+async def _authorized_json(
+    request: Request, token: str | None, what: str, limit: int, parse: Callable[[bytes], T]
+) -> T | Response:
+    """The parsed body of an authorized JSON request, or the error answer for one that is not:
+    401/403 (token), 415 (content type), 413 (size), 400 (body)."""
+    refusal = _refuse_unauthorized(request, token, what)
+    if refusal is not None:
+        return refusal
     content_type = request.headers.get("content-type", "")
     if content_type.split(";")[0].strip().lower() != "application/json":
         return _error(415, "unsupported_media_type", "send Content-Type: application/json")
     try:
-        return await _read_limited(request, limit)
+        return parse(await _read_limited(request, limit))
     except _TooLarge:
         return _error(413, "too_large", f"body is larger than {limit} bytes")
     except ClientDisconnect:
         return _error(400, "incomplete", "the client went away before sending the body")
+    except PayloadError as exc:
+        return _error(400, exc.code, exc.message)
 
 
 def client_port_app(
@@ -118,16 +129,11 @@ def client_port_app(
         return response
 
     async def _publish(request: Request) -> Response:
-        refusal = _refuse_unauthorized(request, publish_token, "publish")
-        if refusal is not None:
-            return refusal
-        body = await _json_body(request, max_publish_bytes)
-        if isinstance(body, Response):
-            return body
-        try:
-            asked = parse_publish(body)
-        except PayloadError as exc:
-            return _error(400, exc.code, exc.message)
+        asked = await _authorized_json(
+            request, publish_token, "publish", max_publish_bytes, parse_publish
+        )
+        if isinstance(asked, Response):
+            return asked
         try:
             workers = await fanout.broadcast(asked.room, asked.event, asked.data)
         except PublishFailed as exc:
@@ -165,16 +171,11 @@ def worker_port_app(
     exporter = make_asgi_app(registry)
 
     async def shed(request: Request) -> Response:
-        refusal = _refuse_unauthorized(request, admin_token, "admin")
-        if refusal is not None:
-            return refusal
-        body = await _json_body(request, _MAX_ADMIN_BODY_BYTES)
-        if isinstance(body, Response):
-            return body
-        try:
-            asked = parse_shed(body)
-        except PayloadError as exc:
-            return _error(400, exc.code, exc.message)
+        asked = await _authorized_json(
+            request, admin_token, "admin", _MAX_ADMIN_BODY_BYTES, parse_shed
+        )
+        if isinstance(asked, Response):
+            return asked
         interval_ms = default_interval_ms if asked.interval_ms is None else asked.interval_ms
         try:
             count = shedder.shed(asked.count, interval_ms / 1000, "POST /admin/shed")
