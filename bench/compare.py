@@ -12,7 +12,10 @@ client is not the bottleneck. For each server, on a fresh process:
    median of 5;
 
 then, on another fresh process, 4. the highest new-connection rate (steps of 250 … 4000/s, 3 s
-each) with zero errors (a failed handshake or a socket.io connect slower than 5 s).
+each) with zero errors (a failed handshake or a socket.io connect slower than 5 s), and the
+server CPU each new connection cost at that step. With one CPU for the load generator, the rate
+tops out near what the generator can open (~1500/s here); the CPU cost per connection says how
+far each server itself could go.
 
 Figures are printed as a table with ratios to the Node reference: these machines are noisy and
 shared, so ratios measured in one run are what to quote. Needs `npm ci` in bench/node.
@@ -222,12 +225,15 @@ def idle_and_fanout(server: Server, agents: Agents, sockets: int, quick: bool) -
 
 def measure_rate(name: str, agents: Agents, tmp: Path, quick: bool) -> dict[str, float]:
     best = 0.0
+    cpu_per_connection = 0.0
     rates = RATES[:4] if quick else RATES
     with start(name, tmp) as server:
         time.sleep(1)
         for rate in rates:
             count = min(int(rate * 3), 9000)
+            before = cpu_seconds(server.pid)
             result = agents.open(server.port, count, rate, "rate")
+            spent = cpu_seconds(server.pid) - before
             agents.broadcast("close_all")
             time.sleep(3)  # let the server finish closing before the next step
             draw_bar(f"{name} rate", rates.index(rate) + 1, len(rates))
@@ -235,11 +241,19 @@ def measure_rate(name: str, agents: Agents, tmp: Path, quick: bool) -> dict[str,
                 say(f"{name}: {rate}/s: {result['failures']} errors, e.g. {result['why']}")
                 break
             best = float(rate)
-    return {"rate": best}
+            # The server's own cost, whatever the load generator can deliver.
+            cpu_per_connection = 1000 * spent / max(1, result["opened"])
+    return {
+        "rate": best,
+        "cpu_ms_per_connection": cpu_per_connection,
+        "cpu_ceiling": 1000 / cpu_per_connection if cpu_per_connection else 0.0,
+    }
 
 
 ROWS = (
     ("rate", "new connections/s, zero errors (highest step)", "{:.0f}", True),
+    ("cpu_ms_per_connection", "server CPU ms per new connection (at that step)", "{:.3f}", False),
+    ("cpu_ceiling", "CPU-bound ceiling, connections/s (1000 ÷ CPU ms)", "{:.0f}", True),
     ("mem_5000", "KiB per idle connection at 5k", "{:.1f}", False),
     ("mem_10000", "KiB per idle connection at 10k", "{:.1f}", False),
     ("mem_19000", "KiB per idle connection at 19k", "{:.1f}", False),

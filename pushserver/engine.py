@@ -428,14 +428,20 @@ class EngineProtocol(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def _writable(self) -> bool:
+        # Nothing may follow our close frame (RFC 6455 §5.5.1).
+        transport = self.transport
+        return transport is not None and not transport.is_closing() and self._closing is None
+
     def _write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        if self._writable():
+            self.transport.write(data)  # type: ignore[union-attr]
 
     def write_text(self, text: str) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
+        if not self._writable():
             return
+        transport = self.transport
+        assert transport is not None
         payload = text.encode()
         transport.write(ws.frame(ws.TEXT, payload))
         self.engine.stats.transmit_bytes += len(payload)
@@ -444,8 +450,8 @@ class EngineProtocol(asyncio.Protocol):
             self.engine.close(self.session, ws.GOING_AWAY, "slow_client")
 
     def write_binary(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(ws.frame(ws.BINARY, data))
+        if self._writable():
+            self.transport.write(ws.frame(ws.BINARY, data))  # type: ignore[union-attr]
             self.engine.stats.transmit_bytes += len(data)
 
     def close(self, code: int, reason: str) -> None:
