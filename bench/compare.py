@@ -41,8 +41,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.agents import Agents
-from bench.load import draw_bar
+from bench.agents import Agents, draw_bar
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER_CPU = 0

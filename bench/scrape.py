@@ -3,7 +3,8 @@
     .venv/bin/python -m bench.scrape [--sockets 20000] [--workers 2] [--scrapes 50]
 
 Starts `pushscale server` (embedded Redis), scrapes every worker `--scrapes` times while idle,
-opens `--sockets` idle clients (bench/load.py), scrapes again, and prints a table. The claim it
+opens `--sockets` idle clients (bench/agents.py, pinned to the last CPU), scrapes again, and
+prints a table. The claim it
 checks: a scrape is O(series), so its time and size do not grow with the number of sockets.
 Ratios (20k ÷ idle) are what to compare across machines; absolute times vary.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import statistics
 import subprocess
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.load import draw_bar, open_crowd
+from bench.agents import Agents, draw_bar
 
 
 def start_server(workers: int, ready: Path) -> tuple[subprocess.Popen[bytes], dict[str, object]]:
@@ -93,7 +95,7 @@ def main() -> None:
     parser.add_argument("--sockets", type=int, default=20000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--scrapes", type=int, default=50)
-    parser.add_argument("--rate", type=float, default=800, help="new connections per second")
+    parser.add_argument("--rate", type=float, default=500, help="new connections per second")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,18 +105,21 @@ def main() -> None:
         try:
             idle = scrape_times(ports, args.scrapes, "idle scrape")
             rss_before = [rss_kib(pid) for pid in pids]
-            crowd = open_crowd(int(info["port"]), args.sockets, args.rate)  # type: ignore[call-overload]
-            time.sleep(2)
-            counts = connected(ports)
-            rss_after = [rss_kib(pid) for pid in pids]
-            loaded = scrape_times(ports, args.scrapes, "loaded scrape")
-            crowd.close()
+            agents = Agents(3, (os.cpu_count() or 1) - 1)
+            try:
+                opened = agents.open(int(info["port"]), args.sockets, args.rate, "bench")  # type: ignore[call-overload]
+                time.sleep(2)
+                counts = connected(ports)
+                rss_after = [rss_kib(pid) for pid in pids]
+                loaded = scrape_times(ports, args.scrapes, "loaded scrape")
+            finally:
+                agents.stop()
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(60)
 
     print()
-    print(f"sockets opened {crowd.opened}, failed {crowd.failed}; per worker {counts}")
+    print(f"sockets opened {opened['opened']}, failed {opened['failures']}; per worker {counts}")
     print()
     header = (
         "worker",

@@ -29,7 +29,7 @@ from importlib.metadata import version
 import uvicorn
 import uvloop
 
-from pushserver.exposition import WorkerIdentity, worker_registry
+from pushserver.exposition import ProcessCollector, WorkerIdentity, worker_registry
 from pushserver.fanout import PublishFailed, RoomFanout
 from pushserver.logs import configure_logging, redact_url
 from pushserver.push import PushServer
@@ -41,6 +41,8 @@ from pushserver.stats import WorkerStats
 log = logging.getLogger("pushserver.worker")
 
 _SUBSCRIBE_TIMEOUT_SECONDS = 15.0
+# How often process_open_fds is recounted (listing /proc/self/fd is O(sockets)).
+_FD_COUNT_SECONDS = 5.0
 
 
 class _Server(uvicorn.Server):
@@ -68,6 +70,7 @@ class Worker:
             is_ready=lambda: not self.stats.draining,
         )
         identity = WorkerIdentity(settings.pod_name, index, version("pushscale"))
+        self.process = ProcessCollector()
         common = {
             "lifespan": "off",
             "log_config": None,
@@ -85,7 +88,7 @@ class Worker:
         self.metrics_server = _Server(
             uvicorn.Config(
                 worker_port_app(
-                    registry=worker_registry(self.stats, identity),
+                    registry=worker_registry(self.stats, identity, self.process),
                     admin_token=settings.admin_token,
                     shedder=self.shedder,
                     default_interval_ms=settings.shed_interval_ms,
@@ -111,6 +114,7 @@ class Worker:
         ]
         self.sio.eio.start()
         rebalancing = asyncio.create_task(self.shedder.rebalance_forever())
+        counting_fds = asyncio.create_task(self._count_fds_forever())
         try:
             await asyncio.wait(serving, return_when=asyncio.FIRST_COMPLETED)
             for task in serving:
@@ -119,6 +123,12 @@ class Worker:
             await asyncio.gather(*serving)
         finally:
             rebalancing.cancel()
+            counting_fds.cancel()
+
+    async def _count_fds_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_FD_COUNT_SECONDS)
+            self.process.refresh_open_fds()
 
     async def started(self) -> None:
         while not (self.client_server.started and self.metrics_server.started):

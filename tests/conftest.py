@@ -265,10 +265,20 @@ async def viewers() -> AsyncIterator[Callable[..., Awaitable[list[Viewer]]]]:
         return batch
 
     yield connect_many
-    for viewer in opened:
-        with contextlib.suppress(Exception):
-            await viewer.client.shutdown()
+    await shutdown_viewers(opened)
     await session.close()
+
+
+async def shutdown_viewers(viewers: list[Viewer]) -> None:
+    """Disconnect viewers and stop their reconnect loops, all at once."""
+
+    async def one(viewer: Viewer) -> None:
+        with contextlib.suppress(Exception):
+            # A client caught between a dropped connection and a reconnect can wait on a
+            # socket that never answers; ten seconds is plenty for a local goodbye.
+            await asyncio.wait_for(viewer.client.shutdown(), 10)
+
+    await asyncio.gather(*(one(viewer) for viewer in viewers))
 
 
 async def eventually(

@@ -7,12 +7,20 @@ from typing import Any
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pushserver.exposition import ACROSS_WORKERS, Combine, WorkerIdentity, worker_registry
+from pushserver.exposition import (
+    ACROSS_WORKERS,
+    Combine,
+    ProcessCollector,
+    WorkerIdentity,
+    worker_registry,
+)
 from pushserver.stats import WorkerStats
 
 
 def families(stats: WorkerStats) -> dict[str, Any]:
-    text = generate_latest(worker_registry(stats, WorkerIdentity("push-a", 2, "9.9"))).decode()
+    text = generate_latest(
+        worker_registry(stats, WorkerIdentity("push-a", 2, "9.9"), ProcessCollector())
+    ).decode()
     out = {}
     for family in text_string_to_metric_families(text):
         samples = {tuple(sorted(s.labels.items())): s.value for s in family.samples}
@@ -47,3 +55,27 @@ def test_every_family_declares_how_workers_combine():
     declared = {name.removesuffix("_total") for name in ACROSS_WORKERS}
     assert served == declared
     assert ACROSS_WORKERS["socket_io_connected"] is Combine.SUM
+
+
+def test_process_families_and_the_fd_count_off_the_scrape_path(tmp_path):
+    process = ProcessCollector()
+    registry = worker_registry(WorkerStats(), WorkerIdentity("p", 0, "1"), process)
+
+    def value(name: str) -> float:
+        got = registry.get_sample_value(name)
+        assert got is not None, name
+        return got
+
+    assert value("process_resident_memory_bytes") > 1_000_000
+    assert value("process_cpu_seconds_total") > 0
+    assert value("process_max_fds") >= 1024
+    before = value("process_open_fds")
+    files = [(tmp_path / str(i)).open("w") for i in range(50)]
+    try:
+        # A scrape does not list /proc/self/fd: the count moves only when refreshed.
+        assert value("process_open_fds") == before
+        process.refresh_open_fds()
+        assert value("process_open_fds") == before + 50
+    finally:
+        for file in files:
+            file.close()

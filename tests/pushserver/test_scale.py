@@ -16,7 +16,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.conftest import Viewer, eventually
+from tests.conftest import Viewer, eventually, shutdown_viewers
 from tests.service_proxy import ServiceProxy
 
 RECONNECT = {"reconnection": True, "reconnection_delay": 0.3, "reconnection_delay_max": 0.6}
@@ -33,6 +33,7 @@ async def test_sigterm_drains_paced_and_every_client_lands_on_the_other_pod(
     pod_a = server_factory(token=publish_token, name="pod-a", drain_seconds=drain)
     pod_b = server_factory(token=publish_token, name="pod-b", drain_seconds=drain)
     proxy = await ServiceProxy([pod_a.port, pod_b.port]).start()
+    clients: list[Viewer] = []
     try:
         await wait_routable(proxy, 2)
         clients = await viewers(proxy.url, 80, game="final", **RECONNECT)
@@ -84,6 +85,8 @@ async def test_sigterm_drains_paced_and_every_client_lands_on_the_other_pod(
         await eventually(lambda: all(v.got("score") == [{"home": 1}] for v in clients))
         assert all(v.client.connected for v in clients), "no client gave up"
     finally:
+        # Clients first: once the proxy is gone they would only retry against a closed port.
+        await shutdown_viewers(clients)
         await proxy.close()
 
 
@@ -99,9 +102,9 @@ async def test_a_worker_above_recommended_sheds_its_newest_sockets_paced(
                "--shed-interval-ms", str(interval_ms)],
     )  # fmt: skip
     proxy = await ServiceProxy([pod_a.port]).start()
+    clients: list[Viewer] = []
     try:
         await wait_routable(proxy, 1)
-        clients: list[Viewer] = []
         for _ in range(30):  # one at a time, so "newest" has a clear meaning
             clients += await viewers(proxy.url, 1, game="derby", **RECONNECT)
         # The new pod of a scale-up: reconnecting clients can now land there.
@@ -134,6 +137,7 @@ async def test_a_worker_above_recommended_sheds_its_newest_sockets_paced(
         assert response.status_code == 202
         await eventually(lambda: all(v.got("goal") == [1] for v in clients), what="everyone")
     finally:
+        await shutdown_viewers(clients)
         await proxy.close()
 
 
