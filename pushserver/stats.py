@@ -1,6 +1,6 @@
 """A worker's counters as plain data: the hot path adds to ints, a scrape reads them.
 
-`pushserver.push`, `pushserver.fanout`, `pushserver.transport` and `pushserver.routes` write to
+`pushserver.push`, `pushserver.fanout`, `pushserver.engine` and `pushserver.routes` write to
 the one `WorkerStats` of their worker; `pushserver.exposition` turns it into Prometheus families
 at scrape time. Keeping plain ints (no locks, no label lookups) makes an event cost a few
 additions, and makes a scrape cost O(series), never O(connections): nothing here grows with the
