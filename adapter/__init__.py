@@ -1,4 +1,5 @@
 """The pushscale adapter: the Kubernetes custom metrics API over exact per-pod sums.
 
-Not built yet (issue 3); the package exists so the distribution's layout is final.
+In progress (issue 3). Its pure core so far: `selectors` (label selectors) and `quantity`
+(Quantity strings). See docs/architecture.md.
 """
