@@ -1,0 +1,67 @@
+"""A pod's value from its workers' scrapes: exact, or left out with the reason (pure).
+
+The scraper (issue 3) reads every worker of a pod in one round and hands the readings here. A pod
+is served only when every expected worker answered and carried the metric: a partial sum would
+under-count, and the HPA treats a missing pod conservatively, so leaving it out is the exact
+answer. How workers combine follows the push server's own declaration
+(`pushserver.exposition.ACROSS_WORKERS`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from adapter.selectors import Selector
+from pushserver.exposition import Combine
+
+# Sample name → {sorted (label, value) pairs → value}, as read from one worker's /metrics.
+Samples = Mapping[str, Mapping[tuple[tuple[str, str], ...], float]]
+
+
+@dataclass(frozen=True)
+class WorkerReading:
+    """One worker's answer in a scrape round: its samples, or why there are none."""
+
+    worker: int
+    scraped_at: float
+    samples: Samples | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class PodReading:
+    """A pod's value, or the reason it is left out (`value` is None then)."""
+
+    value: float | None
+    scraped_at: float | None
+    reason: str | None = None
+
+
+def pod_reading(
+    expected_workers: int,
+    readings: Sequence[WorkerReading],
+    metric: str,
+    metric_selector: Selector,
+    combine: Combine,
+) -> PodReading:
+    by_worker = {reading.worker: reading for reading in readings}
+    values: list[float] = []
+    for worker in range(expected_workers):
+        reading = by_worker.get(worker)
+        if reading is None:
+            return PodReading(None, None, f"worker {worker} was not scraped")
+        if reading.error is not None or reading.samples is None:
+            return PodReading(None, None, f"worker {worker}: {reading.error or 'no samples'}")
+        series = reading.samples.get(metric)
+        if series is None:
+            return PodReading(None, None, f"worker {worker} does not serve {metric}")
+        values.append(
+            sum(value for labels, value in series.items() if metric_selector.matches(dict(labels)))
+        )
+    if combine is Combine.IGNORE:
+        return PodReading(None, None, f"{metric} is not combined across workers")
+    value = max(values) if combine is Combine.MAX else sum(values)
+    # The round's value is as old as its oldest reading.
+    oldest = min(by_worker[worker].scraped_at for worker in range(expected_workers))
+    return PodReading(value, oldest)
