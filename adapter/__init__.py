@@ -1,6 +1,6 @@
 """The pushscale adapter: the Kubernetes custom metrics API over exact per-pod sums.
 
 In progress (issue 3). Its pure core so far: `selectors` (label selectors), `quantity`
-(Quantity strings), `aggregate` (a pod's exact value from its workers, or why it is left out)
-and `wire` (the API's JSON documents). See docs/architecture.md.
+(Quantity strings), `samples` (a worker's /metrics text read back), `aggregate` (a pod's exact
+value from its workers, or why it is left out) and `wire` (the API's JSON documents). See docs/architecture.md.
 """
