@@ -1,0 +1,120 @@
+"""adapter.scrape against real HTTP servers: real pushscale workers and bad targets.
+
+The bad targets are a real local aiohttp server with one route per way a target can fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+from aiohttp import web
+
+from adapter.aggregate import pod_reading
+from adapter.scrape import Scraper, ScrapeSettings, Target
+from adapter.selectors import parse_selector
+from pushserver.exposition import Combine
+from tests.conftest import RunningServer
+
+
+async def _huge(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse()
+    await response.prepare(request)
+    for _ in range(64):  # 4 MiB, without a content-length
+        await response.write(b"#" * 65536 + b"\n")
+    return response
+
+
+async def _slow(request: web.Request) -> web.Response:
+    await asyncio.sleep(2)
+    return web.Response(text="socket_io_connected 1\n")
+
+
+def _answer(**response: object) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(**response)  # type: ignore[arg-type]
+
+    return handler
+
+
+ROUTES = {
+    "/good": _answer(text="socket_io_connected 7\n"),
+    "/malformed": _answer(text="socket_io_connected seven\n"),
+    "/html": _answer(text="<html>oops</html>", content_type="text/html"),
+    "/error": _answer(status=500, text="boom"),
+}
+
+
+@pytest.fixture
+async def bad_targets() -> AsyncIterator[str]:
+    app = web.Application()
+    for path, handler in ROUTES.items():
+        app.router.add_get(path, handler)
+    app.router.add_get("/huge", _huge)
+    app.router.add_get("/slow", _slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}"
+    await runner.cleanup()
+
+
+def _dead_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_bad_targets_each_get_their_reason_and_the_good_one_is_read(bad_targets):
+    targets = [
+        Target("ns", "pod", i, url)
+        for i, url in enumerate(
+            [f"{bad_targets}{path}" for path in
+             ("/good", "/malformed", "/html", "/error", "/huge", "/slow")]
+            + [f"http://127.0.0.1:{_dead_port()}/metrics"]
+        )
+    ]  # fmt: skip
+    settings = ScrapeSettings(timeout_seconds=0.5, max_body_bytes=64 * 1024)
+    async with httpx.AsyncClient() as client:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        readings = await Scraper(client, settings).round(targets)
+        elapsed = loop.time() - started
+    reasons = [readings[t].error for t in targets]
+    assert readings[targets[0]].samples == {"socket_io_connected": {(): 7.0}}
+    assert reasons[0] is None
+    assert reasons[1] is not None and reasons[1].startswith("malformed metrics text")
+    assert reasons[2] is not None and reasons[2].startswith("malformed metrics text")
+    assert reasons[3] == "HTTP 500"
+    assert reasons[4] == "body over 65536 bytes"
+    assert reasons[5] == "timeout after 0.5 s"
+    assert reasons[6] == "connection refused"
+    # Concurrent: the slow target costs the round its timeout once, not per target.
+    assert elapsed < 2.0
+
+
+async def test_a_real_pod_sums_exactly_and_a_stopped_worker_leaves_it_out(
+    push_server: RunningServer, viewers
+):
+    await viewers(push_server.url, 30)
+    targets = [
+        Target("ns", push_server.name, w, push_server.metrics_url(w)) for w in push_server.workers
+    ]
+    async with httpx.AsyncClient() as client:
+        scraper = Scraper(client, ScrapeSettings())
+        readings = await scraper.round(targets)
+        whole = pod_reading(2, list(readings.values()), "socket_io_connected",
+                            parse_selector(None), Combine.SUM)  # fmt: skip
+        assert whole.value == 30
+
+        dead = Target("ns", push_server.name, 1, f"http://127.0.0.1:{_dead_port()}/metrics")
+        readings = await scraper.round([targets[0], dead])
+        partial = pod_reading(2, list(readings.values()), "socket_io_connected",
+                              parse_selector(None), Combine.SUM)  # fmt: skip
+    assert partial.value is None
+    assert partial.reason == "worker 1: connection refused"
