@@ -18,6 +18,7 @@ import httpx
 
 from adapter.aggregate import WorkerReading
 from adapter.samples import MalformedScrape, parse_samples
+from pushserver.bodies import BodyTooLarge, read_capped
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,6 @@ class ScrapeSettings:
     timeout_seconds: float = 1.0
     # A worker's exposition is ~4 KB; anything near this is not a push server.
     max_body_bytes: int = 1024 * 1024
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class Scraper:
@@ -65,7 +62,7 @@ class Scraper:
             samples = parse_samples(body)
         except TimeoutError:
             reason = f"timeout after {settings.timeout_seconds:g} s"
-        except _TooLarge:
+        except BodyTooLarge:
             reason = f"body over {settings.max_body_bytes} bytes"
         except httpx.ConnectError:
             reason = "connection refused"
@@ -84,11 +81,5 @@ class Scraper:
         async with self._client.stream("GET", url) as response:
             response.raise_for_status()
             declared = response.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > limit:
-                raise _TooLarge
-            body = bytearray()
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > limit:
-                    raise _TooLarge
+            body = await read_capped(response.aiter_bytes(), declared, limit)
         return body.decode("utf-8", errors="replace")

@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from pushserver.bodies import BodyTooLarge, read_capped
 from pushserver.fanout import PublishFailed, RoomFanout
 from pushserver.payloads import PayloadError, parse_publish, parse_shed
 from pushserver.shedding import Busy, Shedder
@@ -65,22 +66,6 @@ def _refuse_unauthorized(request: Request, token: str | None, what: str) -> Resp
     return None
 
 
-class _TooLarge(Exception):
-    pass
-
-
-async def _read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _TooLarge
-    return bytes(body)
-
-
 async def _authorized_json(
     request: Request, token: str | None, what: str, limit: int, parse: Callable[[bytes], T]
 ) -> T | Response:
@@ -93,8 +78,9 @@ async def _authorized_json(
     if content_type.split(";")[0].strip().lower() != "application/json":
         return _error(415, "unsupported_media_type", "send Content-Type: application/json")
     try:
-        return parse(await _read_limited(request, limit))
-    except _TooLarge:
+        body = await read_capped(request.stream(), request.headers.get("content-length"), limit)
+        return parse(body)
+    except BodyTooLarge:
         return _error(413, "too_large", f"body is larger than {limit} bytes")
     except ClientDisconnect:
         return _error(400, "incomplete", "the client went away before sending the body")
