@@ -170,17 +170,19 @@ async def _serve(
     lifeline_task = asyncio.create_task(lifeline())
     running = asyncio.create_task(worker.run(client_sock, metrics_sock))
     started = asyncio.create_task(worker.started())
-    await asyncio.wait([running, started], return_when=asyncio.FIRST_COMPLETED)
-    if running.done():
-        report({"error": f"worker {index} stopped while starting: {running.exception()}"})
+
+    async def failed(why: str) -> int:
+        report({"error": f"worker {index}: {why}"})
         await writer.drain()
         return 3
+
+    await asyncio.wait([running, started], return_when=asyncio.FIRST_COMPLETED)
+    if running.done():
+        return await failed(f"stopped while starting: {running.exception()}")
     try:
         await worker.fanout.subscribe(_SUBSCRIBE_TIMEOUT_SECONDS)
     except PublishFailed as exc:
-        report({"error": f"worker {index}: {exc}"})
-        await writer.drain()
-        return 3
+        return await failed(str(exc))
     log.info("serving; redis %s", redact_url(spec["redis_url"]))
     report({"ready": True})
     await writer.drain()
