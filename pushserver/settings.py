@@ -12,16 +12,14 @@ import argparse
 import dataclasses
 import json
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from pushscale.options import Option, SettingsError, add_options, option_values, read_secret_file
+
 ENV_PREFIX = "PUSHSCALE_"
-
-
-class SettingsError(ValueError):
-    """A flag, an environment variable or a combination of them is invalid."""
+__all__ = ["ENV_PREFIX", "ServerSettings", "SettingsError", "parse_settings"]
 
 
 @dataclass(frozen=True)
@@ -117,44 +115,29 @@ def _origins(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-@dataclass(frozen=True)
-class _Option:
-    flag: str
-    convert: Callable[[str], Any]
-    help: str
-
-    @property
-    def dest(self) -> str:
-        return self.flag.removeprefix("--").replace("-", "_")
-
-    @property
-    def env(self) -> str:
-        return ENV_PREFIX + self.dest.upper()
-
-
 _OPTIONS = (
-    _Option("--workers", int, "worker processes sharing the client port (default 4)"),
-    _Option("--host", str, "address to listen on (default 0.0.0.0)"),
-    _Option("--port", int, "socket.io client port shared by all workers (default 3000; 0 = any)"),
-    _Option("--metrics-port", int, "worker i serves /metrics on this port + i (default 9100)"),
-    _Option("--redis-url", str, "Redis/Valkey URL; without it an embedded valkey-server starts"),
-    _Option("--publish-token", str, "bearer token for POST /publish (prefer the env variable)"),
-    _Option("--publish-token-file", str, "file holding the publish token"),
-    _Option("--pod-name", str, "name reported in metrics and logs (default: the host name)"),
-    _Option("--max-payload-bytes", int, "largest client message in bytes (default 16384)"),
-    _Option("--max-publish-bytes", int, "largest POST /publish body in bytes (default 1 MiB)"),
-    _Option("--event-rate", float, "events per second one client may send (default 20)"),
-    _Option("--event-burst", int, "events one client may send in a burst (default 40)"),
-    _Option("--drain-seconds", float, "spread a drain's disconnects over this long (default 20)"),
-    _Option("--recommended-connections", int, "a worker sheds above this (default 10000)"),
-    _Option("--shed-buffer", int, "shed this many more than the excess (default 100)"),
-    _Option("--shed-interval-ms", float, "pause between two shed sockets (default 5)"),
-    _Option("--max-connections", int, "refuse new websockets (503) above this (default 15000)"),
-    _Option("--admin-token", str, "bearer token for POST /admin/shed on the metrics ports"),
-    _Option("--admin-token-file", str, "file holding the admin token"),
-    _Option("--cors-allowed-origins", _origins, "comma-separated allowed Origins (default *)"),
-    _Option("--log-level", str, "debug, info, warning or error (default info)"),
-    _Option("--ready-file", str, "write the bound ports here as JSON once every worker is ready"),
+    Option("--workers", int, "worker processes sharing the client port (default 4)"),
+    Option("--host", str, "address to listen on (default 0.0.0.0)"),
+    Option("--port", int, "socket.io client port shared by all workers (default 3000; 0 = any)"),
+    Option("--metrics-port", int, "worker i serves /metrics on this port + i (default 9100)"),
+    Option("--redis-url", str, "Redis/Valkey URL; without it an embedded valkey-server starts"),
+    Option("--publish-token", str, "bearer token for POST /publish (prefer the env variable)"),
+    Option("--publish-token-file", str, "file holding the publish token"),
+    Option("--pod-name", str, "name reported in metrics and logs (default: the host name)"),
+    Option("--max-payload-bytes", int, "largest client message in bytes (default 16384)"),
+    Option("--max-publish-bytes", int, "largest POST /publish body in bytes (default 1 MiB)"),
+    Option("--event-rate", float, "events per second one client may send (default 20)"),
+    Option("--event-burst", int, "events one client may send in a burst (default 40)"),
+    Option("--drain-seconds", float, "spread a drain's disconnects over this long (default 20)"),
+    Option("--recommended-connections", int, "a worker sheds above this (default 10000)"),
+    Option("--shed-buffer", int, "shed this many more than the excess (default 100)"),
+    Option("--shed-interval-ms", float, "pause between two shed sockets (default 5)"),
+    Option("--max-connections", int, "refuse new websockets (503) above this (default 15000)"),
+    Option("--admin-token", str, "bearer token for POST /admin/shed on the metrics ports"),
+    Option("--admin-token-file", str, "file holding the admin token"),
+    Option("--cors-allowed-origins", _origins, "comma-separated allowed Origins (default *)"),
+    Option("--log-level", str, "debug, info, warning or error (default info)"),
+    Option("--ready-file", str, "write the bound ports here as JSON once every worker is ready"),
 )
 
 # Options whose value lands in a differently named settings field.
@@ -168,37 +151,21 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         "client port, each worker with its own /metrics. Every flag has an environment twin "
         f"{ENV_PREFIX}<FLAG_NAME>."
     )
-    for option in _OPTIONS:
-        # Values stay strings here so flags and environment variables share one conversion
-        # with one error message (`_convert`).
-        parser.add_argument(option.flag, dest=option.dest, help=f"{option.help} [{option.env}]")
+    add_options(parser, _OPTIONS, ENV_PREFIX)
     return parser
-
-
-def _convert(option: _Option, text: str, origin: str) -> Any:
-    try:
-        return option.convert(text)
-    except ValueError as exc:
-        raise SettingsError(f"{origin}: invalid value {text!r} ({exc})") from exc
 
 
 def settings_from_namespace(
     namespace: argparse.Namespace, environ: Mapping[str, str]
 ) -> ServerSettings:
-    values: dict[str, Any] = {}
-    for option in _OPTIONS:
-        flag_value = getattr(namespace, option.dest, None)
-        if flag_value is not None:
-            values[option.dest] = _convert(option, flag_value, option.flag)
-        elif option.env in environ:
-            values[option.dest] = _convert(option, environ[option.env], option.env)
+    values = option_values(_OPTIONS, namespace, environ, ENV_PREFIX)
     for token in ("publish_token", "admin_token"):
         token_file = values.pop(f"{token}_file", None)
         what = token.replace("_", " ")
         if token_file is not None:
             if token in values:
                 raise SettingsError(f"give the {what} or a {what} file, not both")
-            values[token] = _read_token(token_file, what)
+            values[token] = read_secret_file(token_file, what)
         if values.get(token) == "":
             values[token] = None
     for old, new in _RENAMED.items():
@@ -207,16 +174,6 @@ def settings_from_namespace(
     settings = ServerSettings(**values)
     settings.validate()
     return settings
-
-
-def _read_token(path: str, what: str) -> str:
-    try:
-        token = Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise SettingsError(f"cannot read the {what} file {path}: {exc.strerror}") from exc
-    if not token:
-        raise SettingsError(f"the {what} file {path} is empty")
-    return token
 
 
 def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> ServerSettings:

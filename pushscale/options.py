@@ -1,0 +1,86 @@
+"""Command-line flags with environment twins, shared by every `pushscale` program.
+
+`pushserver.settings` and `adapter.settings` each declare a tuple of `Option`s and call
+`add_options` / `option_values`; their settings dataclasses validate the result. A flag
+`--foo-bar` has the twin `<PREFIX>FOO_BAR`; a flag wins over its variable. Values stay strings
+until `option_values`, so flags and variables share one conversion and one error message.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A flag, an environment variable or a combination of them is invalid."""
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    convert: Callable[[str], Any]
+    help: str
+
+    @property
+    def dest(self) -> str:
+        return self.flag.removeprefix("--").replace("-", "_")
+
+    def env(self, prefix: str) -> str:
+        return prefix + self.dest.upper()
+
+
+def switch(text: str) -> bool:
+    """A boolean flag's value: `--flag` alone, or true/false/1/0/yes/no in the environment."""
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
+def add_options(parser: argparse.ArgumentParser, options: Sequence[Option], prefix: str) -> None:
+    for option in options:
+        help_text = f"{option.help} [{option.env(prefix)}]"
+        if option.convert is switch:
+            parser.add_argument(option.flag, dest=option.dest, action="store_const", const="true",
+                                help=help_text)  # fmt: skip
+        else:
+            parser.add_argument(option.flag, dest=option.dest, help=help_text)
+
+
+def option_values(
+    options: Sequence[Option], namespace: argparse.Namespace, environ: Mapping[str, str],
+    prefix: str,
+) -> dict[str, Any]:  # fmt: skip
+    """The converted value of every option given as a flag or a variable (absent ones left out)."""
+    values: dict[str, Any] = {}
+    for option in options:
+        flag_value = getattr(namespace, option.dest, None)
+        if flag_value is not None:
+            values[option.dest] = _convert(option, flag_value, option.flag)
+        elif option.env(prefix) in environ:
+            values[option.dest] = _convert(option, environ[option.env(prefix)], option.env(prefix))
+    return values
+
+
+def _convert(option: Option, text: str, origin: str) -> Any:
+    try:
+        return option.convert(text)
+    except ValueError as exc:
+        raise SettingsError(f"{origin}: invalid value {text!r} ({exc})") from exc
+
+
+def read_secret_file(path: str, what: str) -> str:
+    """A token from a file (a mounted Secret); never echoed in errors."""
+    try:
+        secret = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise SettingsError(f"cannot read the {what} file {path}: {exc.strerror}") from exc
+    if not secret:
+        raise SettingsError(f"the {what} file {path} is empty")
+    return secret
