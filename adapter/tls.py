@@ -1,0 +1,369 @@
+"""Serving TLS for the custom metrics API, as k8s.io/apiserver serves it.
+
+The adapter's start-up (issue 3) calls `self_signed_pair` when no certificate is configured (the
+`--cert-dir` default of k8s.io/apiserver), builds one `ServerTls` from the files, runs
+`watch_files` beside the server and hands `uvicorn_config(app, tls, ...)` to `uvicorn.Server`.
+The API layer reads who the TLS peer is with `client_common_name(scope)` and passes it to
+`adapter.auth.Authenticator`.
+
+What this module owns:
+
+* Rotation without restarts. Every reload builds a fresh `SSLContext` from the files; the
+  listening context's `sni_callback` (OpenSSL calls it on every ClientHello, with or without a
+  server name) moves each new handshake onto the newest context. Open connections keep the
+  context they started with. A file that does not load (half-written, key not matching) leaves
+  the previous context in place and logs a warning; it never raises out of `reload_if_changed`.
+* Client certificates. The context asks for one (`CERT_OPTIONAL`) and verifies it against the
+  front-proxy CA, so bearer-token clients without a certificate still connect. Python's `ssl`
+  cannot ask without verifying: a certificate that is not signed by that CA fails the handshake
+  and the connection is closed (with TLS 1.2 the client's connect fails; with TLS 1.3 its side
+  of the handshake is over before the server checks, so its first read fails). That is our
+  answer to a wrong CA: no request from such a client reaches the app.
+* The peer certificate in the ASGI scope. uvicorn does not pass it on, so `TlsHttpToolsProtocol`
+  (and `TlsH11Protocol`) read it once per connection and add the ASGI TLS extension
+  (https://asgi.readthedocs.io/en/latest/specs/tls.html) to every request's scope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import ipaddress
+import logging
+import os
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import uvicorn
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger(__name__)
+
+CERT_NAME = "apiserver.crt"
+KEY_NAME = "apiserver.key"
+_ALWAYS_HOSTS = ("localhost", "127.0.0.1")
+# k8s.io/client-go/util/cert GenerateSelfSignedCertKeyWithFixtures: valid from an hour ago (clock
+# skew), for one year.
+_BACKDATE = timedelta(hours=1)
+_LIFETIME = timedelta(days=365)
+
+_TLS_VERSIONS = {"TLSv1": 0x0301, "TLSv1.1": 0x0302, "TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+# -- the self-signed pair ------------------------------------------------------------------------
+
+
+def _san(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host.lower())
+
+
+def _reusable(
+    cert_file: Path, key_file: Path, wanted: set[x509.GeneralName], now: datetime
+) -> bool:
+    """A pair from an earlier start: readable, matching, valid now and naming every host."""
+    try:
+        cert = x509.load_pem_x509_certificates(cert_file.read_bytes())[0]
+        key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (OSError, ValueError, IndexError, x509.ExtensionNotFound):
+        return False
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    return (
+        key.public_key().public_bytes(der, spki) == cert.public_key().public_bytes(der, spki)
+        and cert.not_valid_before_utc <= now < cert.not_valid_after_utc
+        and wanted <= set(names)
+    )
+
+
+def _write_private(path: Path, data: bytes, mode: int) -> None:
+    """Write beside the target and rename, so a watcher never reads half a file."""
+    partial = path.with_name(f".{path.name}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+    os.chmod(partial, mode)  # O_CREAT's mode does not apply to a file left from a crash
+    os.replace(partial, path)
+
+
+def self_signed_pair(
+    cert_dir: Path, hosts: Sequence[str], *, clock: Callable[[], float] = time.time
+) -> tuple[Path, Path]:
+    """`apiserver.crt` and `apiserver.key` in `cert_dir`, made once and reused while valid.
+
+    As k8s.io/apiserver's `MaybeDefaultWithSelfSignedCerts`: a throw-away CA signs the serving
+    certificate and the certificate file holds both (serving first), so clients can trust the
+    CA part. ECDSA P-256 rather than RSA 2048: the same clients accept it and it is made in a
+    millisecond. The SANs are `hosts` (e.g. the Service's in-cluster names) plus `localhost`
+    and `127.0.0.1`.
+    """
+    cert_file, key_file = cert_dir / CERT_NAME, cert_dir / KEY_NAME
+    names = list(dict.fromkeys([*hosts, *_ALWAYS_HOSTS]))
+    wanted = {_san(host) for host in names}
+    now = datetime.fromtimestamp(clock(), tz=UTC)
+    if _reusable(cert_file, key_file, wanted, now):
+        return cert_file, key_file
+
+    stamp = int(now.timestamp())
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{names[0]}-ca@{stamp}")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(now - _BACKDATE + _LIFETIME)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(cert_sign=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{names[0]}@{stamp}")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(now - _BACKDATE + _LIFETIME)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(cert_sign=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([_san(host) for host in names]), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_dir.mkdir(parents=True, exist_ok=True)
+    pem = serialization.Encoding.PEM
+    _write_private(
+        key_file,
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+        0o600,
+    )
+    _write_private(cert_file, cert.public_bytes(pem) + ca.public_bytes(pem), 0o644)
+    log.info("generated a self-signed serving certificate in %s for %s", cert_dir, names)
+    return cert_file, key_file
+
+
+def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+# -- the serving context and its reload ----------------------------------------------------------
+
+
+class ServerTls:
+    """The serving certificate, key and front-proxy client CA, reloaded when their files change.
+
+    `context` is what the server listens with, for its whole life; `reload_if_changed` builds a
+    new context and makes new handshakes use it. A constructor failure (missing or broken files)
+    raises: a server must not start without its certificate.
+    """
+
+    def __init__(self, cert_file: Path, key_file: Path, client_ca_file: Path | None = None) -> None:
+        self.cert_file = cert_file
+        self.key_file = key_file
+        self.client_ca_file = client_ca_file
+        contents = self._read()
+        context = self._build(contents)
+        context.sni_callback = self._select
+        self._listening = context
+        self._current = context
+        self._digest = _digest(contents)
+        self._refused: bytes | None = None
+
+    @property
+    def context(self) -> ssl.SSLContext:
+        return self._listening
+
+    def reload_if_changed(self) -> bool:
+        """Load changed files; True when new handshakes now use them."""
+        try:
+            contents = self._read()
+        except OSError as exc:
+            self._refuse(f"unreadable: {exc}".encode(), exc)
+            return False
+        digest = _digest(contents)
+        if digest in (self._digest, self._refused):
+            return False
+        try:
+            # The key is loaded by path, a moment after it was read for the digest. If it
+            # changed in between, the next poll sees a new digest and loads again.
+            context = self._build(contents)
+        except (ssl.SSLError, ValueError, OSError) as exc:
+            self._refuse(digest, exc)
+            return False
+        self._current = context
+        self._digest = digest
+        self._refused = None
+        log.info("serving certificate reloaded from %s", self.cert_file)
+        return True
+
+    def _refuse(self, marker: bytes, exc: Exception) -> None:
+        # Warn once per bad content, not on every poll while a writer finishes.
+        if marker != self._refused:
+            log.warning("kept the previous serving certificate; new files do not load: %s", exc)
+        self._refused = marker
+
+    def _read(self) -> tuple[bytes, bytes, bytes | None]:
+        ca = self.client_ca_file.read_bytes() if self.client_ca_file is not None else None
+        return self.cert_file.read_bytes(), self.key_file.read_bytes(), ca
+
+    def _build(self, contents: tuple[bytes, bytes, bytes | None]) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.cert_file, self.key_file)
+        ca = contents[2]
+        if ca is not None:
+            context.load_verify_locations(cadata=ca.decode("ascii"))
+            context.verify_mode = ssl.CERT_OPTIONAL
+        return context
+
+    def _select(
+        self, connection: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext
+    ) -> None:
+        current = self._current
+        if current is not context:
+            connection.context = current
+
+
+def _digest(contents: tuple[bytes, bytes, bytes | None]) -> bytes:
+    digest = hashlib.sha256()
+    for part in contents:
+        digest.update(b"-" if part is None else len(part).to_bytes(8, "big") + part)
+    return digest.digest()
+
+
+async def watch_files(tls: ServerTls, interval_seconds: float) -> None:
+    """Poll the files forever (cancel to stop); reading runs off the event loop."""
+    while True:
+        await asyncio.sleep(interval_seconds)
+        await asyncio.to_thread(tls.reload_if_changed)
+
+
+# -- the peer certificate in the scope -----------------------------------------------------------
+
+
+@functools.cache
+def _cipher_ids() -> Mapping[str, int]:
+    # OpenSSL's cipher id is 0x0300XXXX, where XXXX is the IANA number the ASGI spec wants.
+    ciphers = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).get_ciphers()
+    return {cipher["name"]: cipher["id"] & 0xFFFF for cipher in ciphers}
+
+
+def tls_extension(ssl_object: ssl.SSLObject) -> dict[str, Any]:
+    """The ASGI TLS extension for one connection, after its handshake."""
+    der = ssl_object.getpeercert(binary_form=True)
+    cipher = ssl_object.cipher()
+    version = ssl_object.version()
+    return {
+        "server_cert": None,
+        "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
+        "client_cert_name": (
+            x509.load_der_x509_certificate(der).subject.rfc4514_string() if der else None
+        ),
+        "client_cert_error": None,  # an unverified certificate never gets this far
+        "tls_version": _TLS_VERSIONS.get(version) if version else None,
+        "cipher_suite": _cipher_ids().get(cipher[0]) if cipher else None,
+    }
+
+
+def _with_tls(app: App, transport: asyncio.BaseTransport) -> App:
+    ssl_object = transport.get_extra_info("ssl_object")
+    if ssl_object is None:  # the spec forbids the extension on plain connections
+        return app
+    extension = tls_extension(ssl_object)
+
+    async def with_tls(scope: Scope, receive: Receive, send: Send) -> None:
+        scope.setdefault("extensions", {})["tls"] = {
+            **extension,
+            "client_cert_chain": list(extension["client_cert_chain"]),
+        }
+        await app(scope, receive, send)
+
+    return with_tls
+
+
+class TlsHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, adding the ASGI TLS extension to every request."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # asyncio calls this after the handshake, so the peer certificate is known here.
+        self.app = _with_tls(self.app, transport)
+
+
+class TlsH11Protocol(H11Protocol):
+    """The same for uvicorn's h11 protocol."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.app = _with_tls(self.app, transport)
+
+
+@functools.lru_cache(maxsize=64)
+def _common_name(pem: str) -> str:
+    names = x509.load_pem_x509_certificate(pem.encode("ascii")).subject
+    attributes = names.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(attributes[0].value) if attributes else ""
+
+
+def client_common_name(scope: Mapping[str, Any]) -> str | None:
+    """The verified client certificate's CN: None without a certificate, "" if it has no CN."""
+    tls = scope.get("extensions", {}).get("tls")
+    if not tls or not tls.get("client_cert_chain"):
+        return None
+    return _common_name(tls["client_cert_chain"][0])
+
+
+def uvicorn_config(
+    app: App,
+    tls: ServerTls,
+    *,
+    http: Literal["httptools", "h11"] = "httptools",
+    **options: Any,
+) -> uvicorn.Config:
+    """A `uvicorn.Config` serving over `tls.context` with the TLS extension in every scope.
+
+    `options` go to `uvicorn.Config` as they are (host, port, fd, log_level, ...).
+    """
+    protocol = TlsHttpToolsProtocol if http == "httptools" else TlsH11Protocol
+    return uvicorn.Config(
+        app,
+        http=protocol,
+        ssl_context_factory=lambda config, default: tls.context,
+        **options,
+    )
