@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from email.message import Message
 
 import pytest
 
@@ -149,3 +150,258 @@ def test_status(code, reason):
 def test_unknown_versions_are_refused():
     with pytest.raises(ValueError):
         wire.metric_value("v1", pod_value(), ALL)
+
+
+# Discovery. Each Go type's JSON fields, transcribed from k8s.io/apimachinery/pkg/apis/meta/v1 and
+# k8s.io/api/apidiscovery/v2 types.go: json name -> (JSON type, always written, nested Go type).
+# "Always written" means no omitempty, or a struct, which encoding/json writes despite omitempty.
+# TypeMeta's kind and apiVersion are omitempty, so nested objects have none; the top-level values
+# are checked on their own.
+ALWAYS, OMITEMPTY = True, False
+GoFields = dict[str, tuple[type, bool, str | None]]
+TYPE_META: GoFields = {"kind": (str, OMITEMPTY, None), "apiVersion": (str, OMITEMPTY, None)}
+GO_TYPES: dict[str, GoFields] = {
+    "APIGroupList": {**TYPE_META, "groups": (list, ALWAYS, "APIGroup")},
+    "APIGroup": {
+        **TYPE_META,
+        "name": (str, ALWAYS, None),
+        "versions": (list, ALWAYS, "GroupVersionForDiscovery"),
+        "preferredVersion": (dict, ALWAYS, "GroupVersionForDiscovery"),  # a struct
+        "serverAddressByClientCIDRs": (list, OMITEMPTY, "ServerAddressByClientCIDR"),
+    },
+    "GroupVersionForDiscovery": {
+        "groupVersion": (str, ALWAYS, None), "version": (str, ALWAYS, None),
+    },
+    "ServerAddressByClientCIDR": {
+        "clientCIDR": (str, ALWAYS, None), "serverAddress": (str, ALWAYS, None),
+    },
+    "APIResourceList": {
+        **TYPE_META,
+        "groupVersion": (str, ALWAYS, None), "resources": (list, ALWAYS, "APIResource"),
+    },
+    "APIResource": {
+        "name": (str, ALWAYS, None), "singularName": (str, ALWAYS, None),
+        "namespaced": (bool, ALWAYS, None), "group": (str, OMITEMPTY, None),
+        "version": (str, OMITEMPTY, None), "kind": (str, ALWAYS, None),
+        "verbs": (list, ALWAYS, None), "shortNames": (list, OMITEMPTY, None),
+        "categories": (list, OMITEMPTY, None), "storageVersionHash": (str, OMITEMPTY, None),
+    },
+    "ListMeta": {
+        "selfLink": (str, OMITEMPTY, None), "resourceVersion": (str, OMITEMPTY, None),
+        "continue": (str, OMITEMPTY, None), "remainingItemCount": (int, OMITEMPTY, None),
+    },
+    "ObjectMeta": {"name": (str, OMITEMPTY, None)},  # only the name is filled in
+    "APIGroupDiscoveryList": {
+        **TYPE_META, "metadata": (dict, ALWAYS, "ListMeta"),
+        "items": (list, ALWAYS, "APIGroupDiscovery"),
+    },
+    "APIGroupDiscovery": {
+        **TYPE_META, "metadata": (dict, ALWAYS, "ObjectMeta"),
+        "versions": (list, OMITEMPTY, "APIVersionDiscovery"),
+    },
+    "APIVersionDiscovery": {
+        "version": (str, ALWAYS, None), "resources": (list, OMITEMPTY, "APIResourceDiscovery"),
+        "freshness": (str, OMITEMPTY, None),
+    },
+    "APIResourceDiscovery": {
+        "resource": (str, ALWAYS, None), "responseKind": (dict, OMITEMPTY, "GroupVersionKind"),
+        "scope": (str, ALWAYS, None), "singularResource": (str, ALWAYS, None),
+        "verbs": (list, ALWAYS, None), "shortNames": (list, OMITEMPTY, None),
+        "categories": (list, OMITEMPTY, None),
+        "subresources": (list, OMITEMPTY, "APISubresourceDiscovery"),
+    },
+    "APISubresourceDiscovery": {
+        "subresource": (str, ALWAYS, None), "responseKind": (dict, OMITEMPTY, "GroupVersionKind"),
+        "acceptedTypes": (list, OMITEMPTY, "GroupVersionKind"), "verbs": (list, ALWAYS, None),
+    },
+    "GroupVersionKind": {
+        "group": (str, ALWAYS, None), "version": (str, ALWAYS, None), "kind": (str, ALWAYS, None),
+    },
+}  # fmt: skip
+METRICS = ("socket_io_connected", "socket_io_connect")
+
+
+def go_shape(document, go_type, where=""):
+    """Every way `document` differs from what encoding/json writes for `go_type`."""
+    fields = GO_TYPES[go_type]
+    problems = [f"{where}{name}: no such field in {go_type}" for name in document.keys() - fields]
+    for name, (json_type, always, nested) in fields.items():
+        if name not in document:
+            if always:
+                problems.append(f"{where}{name}: {go_type} always writes it")
+            continue
+        value = document[name]
+        written = type(value)  # exactly: a bool is no int here
+        if written is not json_type:
+            problems.append(f"{where}{name}: {value!r} is not a {json_type.__name__}")
+        elif json_type is dict and nested:
+            problems += go_shape(value, nested, f"{where}{name}.")
+        elif json_type is list:
+            for index, element in enumerate(value):
+                if nested:
+                    problems += go_shape(element, nested, f"{where}{name}[{index}].")
+                elif not isinstance(element, str):
+                    problems.append(f"{where}{name}[{index}]: {element!r} is not a str")
+    return problems
+
+
+@pytest.mark.parametrize(
+    ("document", "go_type", "api_version"),
+    [
+        (wire.api_group_list(), "APIGroupList", "v1"),
+        (wire.api_group(), "APIGroup", "v1"),
+        (wire.api_resource_list("v1beta2", METRICS), "APIResourceList", "v1"),
+        (wire.api_group_discovery_list(METRICS), "APIGroupDiscoveryList", "apidiscovery.k8s.io/v2"),
+        (wire.api_group_discovery_list([]), "APIGroupDiscoveryList", "apidiscovery.k8s.io/v2"),
+    ],
+    ids=["group-list", "group", "resource-list", "aggregated", "aggregated-no-metrics"],
+)
+def test_discovery_documents_marshal_as_the_go_types(document, go_type, api_version):
+    assert go_shape(document, go_type) == []
+    assert (document["kind"], document["apiVersion"]) == (go_type, api_version)
+    json.dumps(document)
+
+
+def test_the_group_prefers_v1beta2():
+    versions = [
+        {"groupVersion": "custom.metrics.k8s.io/v1beta2", "version": "v1beta2"},
+        {"groupVersion": "custom.metrics.k8s.io/v1beta1", "version": "v1beta1"},
+    ]
+    group = {"name": "custom.metrics.k8s.io", "versions": versions, "preferredVersion": versions[0]}
+    assert wire.api_group() == {"kind": "APIGroup", "apiVersion": "v1", **group}
+    assert wire.api_group_list() == {"kind": "APIGroupList", "apiVersion": "v1", "groups": [group]}
+
+
+def test_aggregated_discovery_lists_the_group_and_its_versions_in_preference_order():
+    document = wire.api_group_discovery_list(METRICS)
+    assert document["metadata"] == {}
+    [group] = document["items"]
+    assert group["metadata"] == {"name": "custom.metrics.k8s.io"}
+    assert [v["version"] for v in group["versions"]] == ["v1beta2", "v1beta1"]
+    assert all(v["freshness"] == "Current" for v in group["versions"])
+    pods = group["versions"][0]["resources"][0]
+    assert pods == {
+        "resource": "pods",
+        "responseKind": {"group": "", "version": "", "kind": ""},
+        "scope": "Namespaced",
+        "singularResource": "",
+        "verbs": [],
+        "subresources": [
+            {
+                "subresource": metric,
+                "responseKind": {
+                    "group": wire.GROUP, "version": "v1beta2", "kind": "MetricValueList",
+                },
+                "verbs": ["get"],
+            }
+            for metric in ("socket_io_connect", "socket_io_connected")
+        ],
+    }  # fmt: skip
+
+
+def test_without_metrics_the_versions_have_no_resources_field():
+    versions = wire.api_group_discovery_list([])["items"][0]["versions"]
+    assert versions == [
+        {"version": "v1beta2", "freshness": "Current"},
+        {"version": "v1beta1", "freshness": "Current"},
+    ]
+
+
+def split_groups_and_resources(document):
+    """client-go's discovery.SplitGroupsAndResources, as kubectl and the HPA's client see it.
+
+    A resource or subresource whose responseKind is empty is dropped; a subresource becomes
+    "parent/subresource" with the parent's scope.
+    """
+    lists = {}
+    for group in document["items"]:
+        for version in group["versions"]:
+            listed = []
+            for resource in version.get("resources", []):
+                namespaced = resource["scope"] == "Namespaced"
+                entries = [(resource["resource"], resource)] + [
+                    (f"{resource['resource']}/{sub['subresource']}", sub)
+                    for sub in resource.get("subresources", [])
+                ]
+                listed += [
+                    (name, namespaced, entry["responseKind"]["kind"], entry["verbs"])
+                    for name, entry in entries
+                    if any(entry.get("responseKind", {}).values())
+                ]
+            lists[f"{group['metadata']['name']}/{version['version']}"] = sorted(listed)
+    return lists
+
+
+@pytest.mark.parametrize("version", wire.VERSIONS)
+def test_aggregated_discovery_reads_back_as_the_legacy_resource_list(version):
+    legacy = wire.api_resource_list(version, METRICS)
+    expected = sorted(
+        (r["name"], r["namespaced"], r["kind"], r["verbs"]) for r in legacy["resources"]
+    )
+    aggregated = split_groups_and_resources(wire.api_group_discovery_list(METRICS))
+    assert aggregated[legacy["groupVersion"]] == expected
+
+
+V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+V2BETA1 = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
+PROTOBUF = "application/vnd.kubernetes.protobuf"
+
+
+@pytest.mark.parametrize(
+    ("accept", "kind"),
+    [
+        pytest.param(f"{V2},{V2BETA1}", "aggregated", id="aggregator"),
+        pytest.param(f"{V2},{V2BETA1},application/json", "aggregated", id="kubectl"),
+        pytest.param(
+            f"{PROTOBUF};g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,{V2},application/json",
+            "aggregated",
+            id="kubectl-protobuf",
+        ),
+        pytest.param(
+            "application/json; as=APIGroupDiscoveryList ;v=v2;  g=apidiscovery.k8s.io",
+            "aggregated",
+            id="reordered-spaced",
+        ),
+        pytest.param(
+            'Application/JSON;G="apidiscovery.k8s.io";V="v2";AS="APIGroupDiscoveryList"',
+            "aggregated",
+            id="case-quoted",
+        ),
+        pytest.param(
+            "application/json;charset=utf-8;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+            "aggregated",
+            id="extra-parameter",
+        ),
+        pytest.param(f"application/json;q=0.9,{V2};q=1.0", "aggregated", id="q-prefers-aggregated"),
+        pytest.param(f"{V2};q=0.5,application/json", "legacy", id="q-prefers-legacy"),
+        pytest.param(f"{V2};q=0,application/json", "legacy", id="q0-refuses"),
+        pytest.param(f"{V2};q=0", "legacy", id="q0-only"),
+        pytest.param(f"{V2};q=high", "legacy", id="unreadable-q"),
+        pytest.param(V2BETA1, "legacy", id="v2beta1-only"),
+        pytest.param(f"{V2BETA1},application/json", "legacy", id="v2beta1-then-json"),
+        pytest.param(
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=Table", "legacy", id="as-table"
+        ),
+        pytest.param("application/json", "legacy", id="json"),
+        pytest.param("*/*", "legacy", id="anything"),
+        pytest.param(None, "legacy", id="missing"),
+        pytest.param("", "legacy", id="empty"),
+        pytest.param(PROTOBUF, "legacy", id="protobuf-only"),
+        pytest.param(f"{PROTOBUF}, */*", "legacy", id="protobuf-or-anything"),
+    ],
+)
+def test_negotiate_discovery(accept, kind):
+    assert wire.negotiate_discovery(accept) == (kind, wire.DISCOVERY_CONTENT_TYPES[kind])
+
+
+def test_the_aggregated_content_type_names_its_kind_as_the_aggregator_checks_it():
+    # discovery.ContentTypeIsGVK: mime.ParseMediaType, then base type and g/v/as compared.
+    message = Message()
+    message["Content-Type"] = wire.DISCOVERY_CONTENT_TYPES["aggregated"]
+    assert message.get_content_type() == "application/json"
+    parameters = message.get_params()
+    assert parameters is not None
+    assert dict(parameters[1:]) == {
+        "g": "apidiscovery.k8s.io", "v": "v2", "as": "APIGroupDiscoveryList",
+    }  # fmt: skip
+    assert wire.DISCOVERY_CONTENT_TYPES["legacy"] == "application/json"
