@@ -27,6 +27,8 @@ class WorkerReading:
     scraped_at: float
     samples: Samples | None = None
     error: str | None = None
+    # A short fixed word for the error (`timeout`, `refused`...), the adapter's metric label.
+    error_kind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,15 +55,32 @@ def pod_reading(
             return PodReading(None, None, f"worker {worker} was not scraped")
         if reading.error is not None or reading.samples is None:
             return PodReading(None, None, f"worker {worker}: {reading.error or 'no samples'}")
+        answered_as = _worker_label(reading.samples)
+        if answered_as is not None and answered_as != str(worker):
+            # Two pods' port ranges overlap, or the worker count or metrics port is wrong:
+            # summing this endpoint would count another worker's sockets.
+            return PodReading(
+                None, None, f"worker {worker}: the endpoint answers as worker {answered_as}"
+            )
         series = reading.samples.get(metric)
         if series is None:
             return PodReading(None, None, f"worker {worker} does not serve {metric}")
-        values.append(
-            sum(value for labels, value in series.items() if metric_selector.matches(dict(labels)))
-        )
+        values.append(matching_sum(series, metric_selector))
     if combine is Combine.IGNORE:
         return PodReading(None, None, f"{metric} is not combined across workers")
     value = max(values) if combine is Combine.MAX else sum(values)
     # The round's value is as old as its oldest reading.
     oldest = min(by_worker[worker].scraped_at for worker in range(expected_workers))
     return PodReading(value, oldest)
+
+
+def matching_sum(series: Mapping[tuple[tuple[str, str], ...], float], selector: Selector) -> float:
+    """The sum of a metric's series whose labels match the `metricLabelSelector`."""
+    return sum(value for labels, value in series.items() if selector.matches(dict(labels)))
+
+
+def _worker_label(samples: Samples) -> str | None:
+    """The worker index a push server endpoint reports about itself, if it does."""
+    for labels in samples.get("pushscale_worker_info", {}):
+        return dict(labels).get("worker")
+    return None

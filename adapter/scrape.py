@@ -61,20 +61,20 @@ class Scraper:
                 body = await self._fetch(target.url)
             samples = parse_samples(body)
         except TimeoutError:
-            reason = f"timeout after {settings.timeout_seconds:g} s"
+            kind, reason = "timeout", f"timeout after {settings.timeout_seconds:g} s"
         except BodyTooLarge:
-            reason = f"body over {settings.max_body_bytes} bytes"
+            kind, reason = "too_large", f"body over {settings.max_body_bytes} bytes"
         except httpx.ConnectError:
-            reason = "connection refused"
+            kind, reason = "refused", "connection refused"
         except httpx.HTTPStatusError as exc:
-            reason = f"HTTP {exc.response.status_code}"
+            kind, reason = "http_status", f"HTTP {exc.response.status_code}"
         except httpx.HTTPError as exc:
-            reason = f"{type(exc).__name__}: {exc}"
+            kind, reason = "http", f"{type(exc).__name__}: {exc}"
         except MalformedScrape as exc:
-            reason = str(exc)
+            kind, reason = "malformed", str(exc)
         else:
             return WorkerReading(target.worker, started, samples)
-        return WorkerReading(target.worker, started, error=reason)
+        return WorkerReading(target.worker, started, error=reason, error_kind=kind)
 
     async def _fetch(self, url: str) -> str:
         limit = self._settings.max_body_bytes

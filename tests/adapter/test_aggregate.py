@@ -52,8 +52,21 @@ def test_the_value_is_the_sum_over_every_worker():
             [WorkerReading(0, 100.0, error="connection refused"), worker(1, 1)],
             "worker 0: connection refused",
         ),
+        (
+            [
+                worker(0, 1),
+                WorkerReading(1, 100.0, {"pushscale_worker_info": {(("worker", "0"),): 1}}),
+            ],
+            "worker 1: the endpoint answers as worker 0",
+        ),
     ],
-    ids=["worker-missing", "worker-timed-out", "metric-missing", "first-worker-refused"],
+    ids=[
+        "worker-missing",
+        "worker-timed-out",
+        "metric-missing",
+        "first-worker-refused",
+        "wrong-worker-behind-the-port",
+    ],
 )
 def test_a_pod_with_an_incomplete_round_is_left_out_never_under_counted(readings, reason):
     reading = pod_reading(2, readings, "socket_io_connected", ALL, Combine.SUM)

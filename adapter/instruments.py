@@ -1,0 +1,79 @@
+"""The adapter's own metrics, served at its /metrics (a registry of its own, no globals).
+
+`adapter.server` feeds `observe_round` after every scrape round; `adapter.app` calls
+`observe_request` and `observe_value_age` for every API answer. The value-age histogram is the
+freshness measure custom-metrics-apiserver exports as `metric_freshness`: how old the values
+handed to the HPA were, from the scrape that read them to the answer.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from adapter.answers import Round, pod_value
+from adapter.catalog import CATALOG
+from adapter.selectors import parse_selector
+
+# The metric whose exactness the adapter exists for; pods served/left out are counted for it.
+HEADLINE = "socket_io_connected"
+_ALL = parse_selector(None)
+_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_AGE_SECONDS = (0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+
+
+class Instruments:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.round_seconds = Histogram(
+            "pushscale_adapter_scrape_round_seconds",
+            "Time to read every worker of every pod once",
+            buckets=_SECONDS, registry=self.registry,
+        )  # fmt: skip
+        self.targets = Gauge(
+            "pushscale_adapter_scrape_targets",
+            "Worker endpoints read in the latest round",
+            registry=self.registry,
+        )
+        self.scrape_errors = Counter(
+            "pushscale_adapter_scrape_errors_total",
+            "Worker endpoints that did not answer with metrics, by reason",
+            ["reason"], registry=self.registry,
+        )  # fmt: skip
+        self.pods = Gauge(
+            "pushscale_adapter_pods",
+            f"Pods in the latest round: served, or left out of {HEADLINE}",
+            ["state"], registry=self.registry,
+        )  # fmt: skip
+        self.value_age = Histogram(
+            "pushscale_adapter_value_age_seconds",
+            "Age of each value served, from its scrape to the answer",
+            buckets=_AGE_SECONDS, registry=self.registry,
+        )  # fmt: skip
+        self.requests = Histogram(
+            "pushscale_adapter_request_duration_seconds",
+            "API requests by route and status code",
+            ["path", "code"], buckets=_SECONDS, registry=self.registry,
+        )  # fmt: skip
+        for state in ("served", "left_out"):
+            self.pods.labels(state)
+
+    def observe_round(self, finished: Round) -> None:
+        self.round_seconds.observe(finished.duration_seconds)
+        readings = [reading for pod in finished.readings.values() for reading in pod]
+        self.targets.set(len(readings))
+        for reading in readings:
+            if reading.error_kind is not None:
+                self.scrape_errors.labels(reading.error_kind).inc()
+        values = [pod_value(pod, [finished], CATALOG[HEADLINE], _ALL, 1.0) for pod in finished.pods]
+        served = sum(1 for value in values if value.reading.value is not None)
+        self.pods.labels("served").set(served)
+        self.pods.labels("left_out").set(len(values) - served)
+
+    def observe_request(self, path: str, code: int, seconds: float) -> None:
+        self.requests.labels(path, str(code)).observe(seconds)
+
+    def observe_value_age(self, seconds: float) -> None:
+        self.value_age.observe(max(0.0, seconds))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,110 @@
+"""Scrape rounds: one shared, fresh reading of every worker, and the recent ones for rates.
+
+`adapter.server` runs `Rounds.run()`, which reads every discovered pod's workers once per
+interval through `adapter.scrape.Scraper`. API requests call `Rounds.fresh()`: it answers from
+the latest round while that round is younger than `max_age_seconds`, else waits for the round in
+flight, or starts one; never one round per request, however many arrive together. Rounds
+younger than the rate window are kept for `adapter.answers`' counter rates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable
+
+from adapter.aggregate import WorkerReading
+from adapter.answers import PodKey, Round
+from adapter.discovery import Discovery
+from adapter.scrape import Scraper, Target
+
+log = logging.getLogger("pushscale.adapter.rounds")
+
+
+class Rounds:
+    def __init__(
+        self,
+        scraper: Scraper,
+        discovery: Discovery,
+        *,
+        interval_seconds: float,
+        max_age_seconds: float,
+        keep_seconds: float,
+        on_round: Callable[[Round], None] = lambda _: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._scraper = scraper
+        self._discovery = discovery
+        self._interval = interval_seconds
+        self._max_age = max_age_seconds
+        self._keep = keep_seconds
+        self._on_round = on_round
+        self._clock = clock
+        self._history: collections.deque[Round] = collections.deque()
+        self._in_flight: asyncio.Task[Round] | None = None
+        self._number = 0
+
+    @property
+    def history(self) -> tuple[Round, ...]:
+        """The kept rounds, oldest first (empty before the first round ends)."""
+        return tuple(self._history)
+
+    async def fresh(self) -> tuple[Round, ...]:
+        """The kept rounds, the latest no older than `max_age_seconds`."""
+        if self._history and self._clock() - self._history[-1].started_at <= self._max_age:
+            return self.history
+        await self.next_round()
+        return self.history
+
+    async def next_round(self) -> Round:
+        """The round in flight, or a new one. Shielded: a caller that gives up (a client that
+        disconnects) does not cancel the round others are waiting for."""
+        if self._in_flight is None or self._in_flight.done():
+            self._in_flight = asyncio.create_task(self._scrape(), name="adapter-scrape-round")
+        return await asyncio.shield(self._in_flight)
+
+    async def run(self) -> None:
+        """Keep rounds coming every interval until cancelled, so requests answer from memory."""
+        while True:
+            started = self._clock()
+            try:
+                await self.next_round()
+            except Exception:
+                # A bug in one round must not stop the next; the scraper itself never raises.
+                log.exception("scrape round failed")
+            await asyncio.sleep(max(0.0, self._interval - (self._clock() - started)))
+
+    async def _scrape(self) -> Round:
+        pods = self._discovery.pods()
+        targets = [
+            Target(pod.namespace, pod.name, worker, pod.metrics_url(worker))
+            for pod in pods
+            if pod.excluded is None
+            for worker in range(pod.workers)
+        ]
+        started = self._clock()
+        readings = await self._scraper.round(targets)
+        by_pod: dict[PodKey, list[WorkerReading]] = collections.defaultdict(list)
+        for target, reading in readings.items():
+            by_pod[target.namespace, target.pod].append(reading)
+        self._number += 1
+        finished = Round(
+            self._number,
+            started,
+            self._clock() - started,
+            pods,
+            {key: tuple(value) for key, value in by_pod.items()},
+        )
+        self._history.append(finished)
+        while self._history and self._history[0].started_at < finished.started_at - self._keep:
+            self._history.popleft()
+        self._on_round(finished)
+        return finished
+
+
+def keep_seconds(rate_window_seconds: float, interval_seconds: float) -> float:
+    """How long rounds are kept: a whole rate window plus one interval, so the oldest point of
+    the window is still there when the window slides."""
+    return rate_window_seconds + interval_seconds
