@@ -1,6 +1,7 @@
 """`pushscale SUBCOMMAND ...`: dispatches to each program's own command line.
 
-Each program parses its own flags (`pushserver.cli` for `server`); this module only picks one.
+Each program parses its own flags (`pushserver.cli` for `server`, `adapter.cli` for
+`adapter`); this module only picks one.
 """
 
 from __future__ import annotations
@@ -15,9 +16,16 @@ def _server(argv: Sequence[str]) -> int:
     return main(argv)
 
 
-# Later issues add `adapter`, `controller`, `simulate` and `demo` here.
+def _adapter(argv: Sequence[str]) -> int:
+    from adapter.cli import main
+
+    return main(argv)
+
+
+# Later issues add `controller`, `simulate` and `demo` here.
 COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "server": (_server, "run the push server (supervisor + workers)"),
+    "adapter": (_adapter, "serve the custom metrics API (exact per-pod sums) to the HPA"),
 }
 
 

@@ -19,8 +19,8 @@ def configure_logging(level: str, name: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # python-socketio and engine.io log every packet at INFO.
-    for chatty in ("socketio", "engineio", "uvicorn.error"):
+    # python-socketio and engine.io log every packet at INFO, httpx every request.
+    for chatty in ("socketio", "engineio", "uvicorn.error", "httpx", "httpcore"):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
 
 

@@ -11,8 +11,10 @@ import contextlib
 import inspect
 import json
 import os
+import random
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -123,6 +125,28 @@ def sample(text: str, name: str, default: float | None = None, **labels: str) ->
 ServerFactory = Callable[..., RunningServer]
 
 
+def free_port_block(count: int) -> int:
+    """A first port of `count` consecutive free ones, below the usual ephemeral range (so a
+    client's outgoing connection does not take one meanwhile): for `--metrics-port`, whose
+    worker i listens on port + i, as the adapter expects."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20_000, 32_000 - count)
+        probes: list[socket.socket] = []
+        try:
+            for offset in range(count):
+                probe = socket.socket()
+                probes.append(probe)
+                probe.bind(("127.0.0.1", base + offset))
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+        return base
+    raise AssertionError(f"no block of {count} free ports found")
+
+
 def start_server(
     tmp_path: Path,
     redis_url: str | None,
@@ -133,6 +157,7 @@ def start_server(
     name: str = "pod",
     env: dict[str, str] | None = None,
     port: int = 0,
+    metrics_port: int = 0,
     drain_seconds: float = 1.0,
 ) -> RunningServer:
     ready = tmp_path / f"{name}-ready.json"
@@ -147,7 +172,7 @@ def start_server(
         "--port",
         str(port),
         "--metrics-port",
-        "0",
+        str(metrics_port),
         "--pod-name",
         name,
         # Short drains keep tests quick; the drain tests choose their own.

@@ -1,0 +1,97 @@
+"""Who may call the API: authentication and authorization delegated to the Kubernetes API.
+
+`adapter.server` builds an `Access` with `build_access(settings, kube)` and `adapter.app`'s gate
+calls `Access.check(scope)` on every request but the probes. The parts come from `adapter.auth`
+(front-proxy headers, TokenReview, SubjectAccessReview, their caches) and `adapter.tls` (the
+verified client certificate in the scope); this module only joins them to a request, and finds
+the front-proxy CA and allowed names the way k8s.io/apiserver does: flags first, else the
+`kube-system/extension-apiserver-authentication` ConfigMap.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from starlette.types import Scope
+
+from adapter.auth import (
+    Authenticator,
+    Authorizer,
+    ConfigMapError,
+    RequestHeaderConfig,
+    request_attributes,
+    request_header_config_from_config_map,
+)
+from adapter.errors import StartupError
+from adapter.kube import KubeApi, KubeError
+from adapter.settings import AdapterSettings
+from adapter.tls import client_common_name
+
+log = logging.getLogger("pushscale.adapter.access")
+
+AUTHENTICATION_CONFIG_MAP = ("kube-system", "extension-apiserver-authentication")
+_VERBS = {"GET": "get", "HEAD": "get", "POST": "create", "PUT": "update", "PATCH": "patch",
+          "DELETE": "delete"}  # fmt: skip
+
+
+class Access:
+    def __init__(self, authenticator: Authenticator, authorizer: Authorizer) -> None:
+        self._authenticator = authenticator
+        self._authorizer = authorizer
+
+    async def check(self, scope: Scope) -> None:
+        headers = [
+            (key.decode("latin-1"), value.decode("latin-1")) for key, value in scope["headers"]
+        ]
+        user = await self._authenticator.authenticate(client_common_name(scope), headers)
+        verb = _VERBS.get(scope["method"], scope["method"].lower())
+        await self._authorizer.authorize(user, request_attributes(scope["path"], verb))
+
+
+async def build_access(
+    settings: AdapterSettings, kube: KubeApi | None
+) -> tuple[Access, Path | None]:
+    """The access check and the front-proxy CA file the TLS context must verify against."""
+    if kube is None:
+        raise StartupError(
+            "authentication and authorization need the Kubernetes API: run in a cluster, give "
+            "--kubeconfig, or use --authentication-skip on a laptop"
+        )
+    request_header, client_ca = await _front_proxy(settings, kube)
+    authenticator = Authenticator(request_header, kube.create_token_review)
+    return Access(authenticator, Authorizer(kube.create_subject_access_review)), client_ca
+
+
+async def _front_proxy(
+    settings: AdapterSettings, kube: KubeApi
+) -> tuple[RequestHeaderConfig | None, Path | None]:
+    if settings.requestheader_client_ca_file is not None:
+        config = RequestHeaderConfig(allowed_names=frozenset(settings.requestheader_allowed_names))
+        return config, Path(settings.requestheader_client_ca_file)
+    namespace, name = AUTHENTICATION_CONFIG_MAP
+    try:
+        config_map = await kube.read_config_map(namespace, name)
+    except KubeError as exc:
+        raise StartupError(f"cannot read the ConfigMap {namespace}/{name}: {exc}") from exc
+    try:
+        found = request_header_config_from_config_map((config_map or {}).get("data") or {})
+    except ConfigMapError as exc:
+        raise StartupError(f"the ConfigMap {namespace}/{name}: {exc}") from exc
+    if found is None:
+        log.warning(
+            "no front-proxy CA in %s/%s: the kube-aggregator cannot authenticate to this "
+            "adapter; only bearer tokens will be accepted", namespace, name,
+        )  # fmt: skip
+        return None, None
+    config, pem = found
+    if settings.requestheader_allowed_names:
+        config = RequestHeaderConfig(
+            frozenset(settings.requestheader_allowed_names),
+            config.username_headers, config.uid_headers, config.group_headers,
+            config.extra_prefixes,
+        )  # fmt: skip
+    ca_file = Path(settings.cert_dir) / "requestheader-client-ca.crt"
+    ca_file.parent.mkdir(parents=True, exist_ok=True)
+    ca_file.write_text(pem, encoding="utf-8")
+    return config, ca_file

@@ -1,0 +1,129 @@
+"""Fixtures for the adapter: `pushscale adapter` as a real process over real TLS.
+
+`start_adapter` writes a static pods file, starts `python -m adapter` with a self-signed pair in
+a temporary cert dir, and returns a client that verifies the server against that very
+certificate: the tests speak the same HTTPS a kube-aggregator would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+
+@dataclass
+class RunningAdapter:
+    process: subprocess.Popen[bytes]
+    port: int
+    cert_dir: Path
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"https://localhost:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        verify = ssl.create_default_context(cafile=str(self.cert_dir / "apiserver.crt"))
+        return httpx.AsyncClient(base_url=self.url, verify=verify, timeout=10, **kwargs)
+
+    async def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        async with self.client() as client:
+            return await client.get(path, **kwargs)
+
+    def stop(self, timeout: float = 15) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+AdapterFactory = Callable[..., RunningAdapter]
+
+
+def static_pod(name: str, metrics_port: int, workers: int, **fields: Any) -> dict[str, Any]:
+    return {
+        "namespace": "live",
+        "name": name,
+        "labels": {"app": "push"},
+        "ip": "127.0.0.1",
+        "metricsPort": metrics_port,
+        "workers": workers,
+        **fields,
+    }
+
+
+def start_adapter(
+    tmp_path: Path,
+    pods: list[dict[str, Any]],
+    *,
+    services: list[dict[str, Any]] | None = None,
+    extra: list[str] | None = None,
+    name: str = "adapter",
+) -> RunningAdapter:
+    pods_file = tmp_path / f"{name}-pods.yaml"
+    inventory: dict[str, Any] = {"pods": pods}
+    if services:
+        inventory["services"] = services
+    pods_file.write_text(yaml.safe_dump(inventory))
+    ready = tmp_path / f"{name}-ready.json"
+    cert_dir = tmp_path / f"{name}-certs"
+    log_path = tmp_path / f"{name}.log"
+    args = [
+        sys.executable, "-m", "adapter",
+        "--secure-port", "0",
+        "--bind-address", "127.0.0.1",
+        "--cert-dir", str(cert_dir),
+        "--static-pods", str(pods_file),
+        "--ready-file", str(ready),
+        "--scrape-timeout-seconds", "0.5",
+        "--rate-window-seconds", "10",
+        *(extra if extra is not None else ["--authentication-skip"]),
+    ]  # fmt: skip
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PUSHSCALE_ADAPTER_")}
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=environ)
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        if process.poll() is not None:
+            raise AssertionError(f"adapter exited {process.returncode}:\n{log_path.read_text()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"adapter not ready in 30 s:\n{log_path.read_text()}")
+        time.sleep(0.05)
+    return RunningAdapter(process, json.loads(ready.read_text())["port"], cert_dir, log_path)
+
+
+@pytest.fixture
+def adapter_factory(tmp_path: Path) -> Iterator[AdapterFactory]:
+    started: list[RunningAdapter] = []
+
+    def factory(pods: list[dict[str, Any]], **kwargs: Any) -> RunningAdapter:
+        kwargs.setdefault("name", f"adapter{len(started)}")
+        adapter = start_adapter(tmp_path, pods, **kwargs)
+        started.append(adapter)
+        return adapter
+
+    yield factory
+    for adapter in started:
+        assert adapter.stop() == 0, adapter.log()
+        assert "Traceback" not in adapter.log(), adapter.log()
