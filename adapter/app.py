@@ -28,8 +28,9 @@ from adapter.auth import AuthError
 from adapter.catalog import METRIC_NAMES
 from adapter.debug import debug_document, debug_text
 from adapter.discovery import Discovery
-from adapter.errors import ApiError, BadRequest, NotFound
+from adapter.errors import ApiError, BadRequest, NotFound, Unavailable
 from adapter.instruments import HEADLINE, Instruments
+from adapter.kube import KubeError
 from adapter.selectors import Selector, SelectorError, parse_selector
 
 log = logging.getLogger("pushscale.adapter.app")
@@ -258,7 +259,10 @@ async def _object_answer(
         request.query_params.get("metricLabelSelector"), "metricLabelSelector"
     )
     if resource == "services":
-        service = await state.discovery.service(namespace, name)
+        try:
+            service = await state.discovery.service(namespace, name)
+        except KubeError as exc:
+            raise Unavailable(f"cannot read services/{name} in {namespace}: {exc}") from exc
         if service is None:
             raise NotFound(f'services "{name}" not found in namespace {namespace}')
         selects = service.selects

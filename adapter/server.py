@@ -74,6 +74,7 @@ async def serve(settings: AdapterSettings) -> int:
             # One line per request would drown the log at the HPA's pace times every pod;
             # the request histogram in /metrics counts them by route and code.
             access_log=False,
+            log_config=None,  # our handler and format (pushserver.logs), not uvicorn's
         )
         server = _Server(config)
         async with _background(
