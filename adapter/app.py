@@ -75,7 +75,8 @@ def _json(document: dict[str, Any], code: int = 200, media_type: str | None = No
 
 
 def _status(error: ApiError | AuthError) -> Response:
-    return _json(wire.status(error.code, error.message), error.code)
+    details = error.details if isinstance(error, AuthError) else None
+    return _json(wire.status(error.code, error.message, details), error.code)
 
 
 def _error_handlers(app: FastAPI) -> None:
@@ -185,7 +186,7 @@ def _routes(app: FastAPI, state: AppState) -> None:
     async def debug(request: Request) -> Response:
         metric = served_metric(request.query_params.get("metric", HEADLINE), "pods")
         selector = _selector(request.query_params.get("metricLabelSelector"), "metricLabelSelector")
-        rounds = await state.rounds.fresh()
+        rounds = await _fresh_rounds(state)
         document = debug_document(
             rounds, metric, selector, state.rate_window_seconds, state.clock()
         )
@@ -226,7 +227,7 @@ async def _pods_answer(
     metric_selector = _selector(
         request.query_params.get("metricLabelSelector"), "metricLabelSelector"
     )
-    rounds = await state.rounds.fresh()
+    rounds = await _fresh_rounds(state)
     considered = [
         pod
         for pod in rounds[-1].pods
@@ -270,7 +271,7 @@ async def _object_answer(
         selects = lambda pod: pod.deployment == name  # noqa: E731
     else:
         selects = lambda pod: True  # noqa: E731
-    rounds = await state.rounds.fresh()
+    rounds = await _fresh_rounds(state)
     considered = [pod for pod in rounds[-1].pods if pod.namespace == namespace and selects(pod)]
     described = wire.Described(resource, name, None if resource == "namespaces" else namespace)
     value = object_value(
@@ -278,6 +279,13 @@ async def _object_answer(
     )
     _observe_ages(state, [value.timestamp])
     return _json(wire.metric_value_list(version, [value], metric_selector))
+
+
+async def _fresh_rounds(state: AppState) -> tuple[Round, ...]:
+    # Before the first list of pods, an empty answer would read as "no pods": say "not yet".
+    if not state.discovery.synced:
+        raise Unavailable("pod discovery has not synced with the API server yet")
+    return await state.rounds.fresh()
 
 
 def _observe_ages(state: AppState, timestamps: Sequence[float]) -> None:

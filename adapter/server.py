@@ -13,6 +13,7 @@ import json
 import logging
 import signal
 import socket
+import ssl
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 
@@ -130,8 +131,21 @@ def _server_tls(settings: AdapterSettings, client_ca: Path | None) -> tls.Server
         cert, key = Path(settings.tls_cert_file), Path(settings.tls_private_key_file)
     else:
         hosts = ["localhost", "127.0.0.1", socket.gethostname()]
-        cert, key = tls.self_signed_pair(Path(settings.cert_dir), hosts)
+        try:
+            cert, key = tls.self_signed_pair(Path(settings.cert_dir), hosts)
+        except OSError as exc:
+            raise StartupError(f"--cert-dir {settings.cert_dir}: {exc}") from exc
         log.info("serving with a self-signed certificate from %s", settings.cert_dir)
+    if client_ca is not None:
+        try:
+            ssl.create_default_context(cafile=str(client_ca))
+        except (OSError, ssl.SSLError) as exc:
+            origin = (
+                f"--requestheader-client-ca-file {client_ca}"
+                if settings.requestheader_client_ca_file is not None
+                else "the front-proxy CA of kube-system/extension-apiserver-authentication"
+            )
+            raise StartupError(f"{origin}: {exc}") from exc
     try:
         return tls.ServerTls(cert, key, client_ca)
     except (OSError, ValueError) as exc:

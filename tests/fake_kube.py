@@ -14,7 +14,14 @@ Behaviour copied from the real server, because clients depend on it:
 - a watch with a label selector sees an object leave the selection as DELETED, enter it as ADDED;
 - errors are Status objects; an unknown bearer token is a 401;
 - a TokenReview that fails omits `authenticated` (Go's omitempty), and a denied
-  SubjectAccessReview says `allowed: false` without `denied`, as RBAC answers.
+  SubjectAccessReview says `allowed: false` without `denied`, as RBAC answers;
+- PATCH takes merge patches (and strategic ones, the same for the fields used here); a
+  `metadata.resourceVersion` in a patch or a PUT is a precondition: stale is a 409 Conflict;
+- a Deployment's `scale` subresource is an autoscaling/v1 `Scale` whose `status.selector` is
+  the Deployment's selector as a string; patching its spec.replicas changes the Deployment;
+- the custom metrics API, which the aggregator proxies to the adapter, answers a
+  `MetricValueList` built by the adapter's own `adapter.wire`, from values the test sets,
+  for the stored pods the label selector picks (none: 404, as the adapter answers).
 """
 
 from __future__ import annotations
@@ -24,10 +31,12 @@ import copy
 import hashlib
 import json
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from aiohttp import web
@@ -35,7 +44,8 @@ from kubernetes.client import ApiClient, Configuration
 
 from adapter.kube import KubeApi
 from adapter.pods import METRICS_PORT_ANNOTATION, WORKERS_ANNOTATION
-from adapter.selectors import SelectorError, parse_selector
+from adapter.selectors import Selector, SelectorError, parse_selector
+from adapter.wire import Described, Value, metric_value_list
 
 JsonObject = dict[str, Any]
 AccessPolicy = Callable[[JsonObject], tuple[bool, str]]
@@ -45,7 +55,15 @@ KINDS = {
     "pods": ("Pod", "v1"),
     "services": ("Service", "v1"),
     "configmaps": ("ConfigMap", "v1"),
+    "horizontalpodautoscalers": ("HorizontalPodAutoscaler", "autoscaling/v2"),
+    "deployments": ("Deployment", "apps/v1"),
+    "events": ("Event", "v1"),
+    "leases": ("Lease", "coordination.k8s.io/v1"),
 }
+_PATCH_TYPES = (
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+)
 # The real API server ends a watch after 30-60 minutes; tests always say how long they want.
 DEFAULT_WATCH_SECONDS = 60
 
@@ -98,6 +116,13 @@ class FakeKube:
         self.requests: list[Seen] = []
         self.token_reviews: list[JsonObject] = []
         self.access_reviews: list[JsonObject] = []
+        # The controller's writes, in order, with their bodies: (namespace, name, patch).
+        self.scale_patches: list[tuple[str, str, JsonObject]] = []
+        self.pod_patches: list[tuple[str, str, JsonObject]] = []
+        # (namespace, metric) → pod name → value, served by the custom metrics API paths.
+        self.pod_metrics: dict[tuple[str, str], dict[str, float]] = {}
+        # When set, the custom metrics API answers this (code, message) instead.
+        self.metrics_failure: tuple[int, str] | None = None
 
         self._lock = threading.RLock()
         self._objects: dict[str, dict[tuple[str, str], JsonObject]] = {r: {} for r in KINDS}
@@ -146,6 +171,20 @@ class FakeKube:
         configuration.host = self.url
         configuration.api_key = {"authorization": f"Bearer {token or self.token}"}
         return configuration
+
+    def write_kubeconfig(self, path: Path, token: str | None = None) -> Path:
+        """A kubeconfig file for this server, as `--kubeconfig` reads it: plain HTTP on loopback,
+        the bearer token the server accepts (or `token`)."""
+        document = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "users": [{"name": "adapter", "user": {"token": token or self.token}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "adapter"}}],
+            "current-context": "fake",
+        }
+        path.write_text(json.dumps(document, indent=2))  # JSON is YAML
+        return path
 
     @contextmanager
     def api(self, token: str | None = None, **options: Any) -> Iterator[KubeApi]:
@@ -196,6 +235,19 @@ class FakeKube:
             web.get("/api/v1/namespaces/{namespace}/configmaps/{name}", self._item("configmaps")),
             web.post("/apis/authentication.k8s.io/v1/tokenreviews", self._token_review),
             web.post("/apis/authorization.k8s.io/v1/subjectaccessreviews", self._access_review),
+            web.patch("/api/v1/namespaces/{namespace}/pods/{name}", self._patch_pod),
+            web.post("/api/v1/namespaces/{namespace}/events", self._create_event),
+            web.get("/api/v1/namespaces/{namespace}/events", self._collection("events")),
+            web.get("/apis/autoscaling/v2/horizontalpodautoscalers", self._collection(_HPAS)),
+            web.get(f"{_HPA_PATH}", self._collection(_HPAS)),
+            web.get(f"{_HPA_PATH}/{{name}}", self._item(_HPAS)),
+            web.get(f"{_DEPLOYMENT_PATH}", self._item("deployments")),
+            web.get(f"{_DEPLOYMENT_PATH}/scale", self._read_scale),
+            web.patch(f"{_DEPLOYMENT_PATH}/scale", self._patch_scale),
+            web.get(f"{_LEASE_PATH}/{{name}}", self._item("leases")),
+            web.post(_LEASE_PATH, self._create_lease),
+            web.put(f"{_LEASE_PATH}/{{name}}", self._replace_lease),
+            web.get(_CUSTOM_METRICS_PATH, self._custom_metric),
         ]
 
     # Test controls: any thread.
@@ -218,6 +270,51 @@ class FakeKube:
     def pod(self, namespace: str, name: str) -> JsonObject:
         with self._lock:
             return copy.deepcopy(self._objects["pods"][(namespace, name)])
+
+    def add_hpa(self, obj: JsonObject) -> JsonObject:
+        return self._put(_HPAS, obj, must_exist=False)
+
+    def modify_hpa(self, obj: JsonObject) -> JsonObject:
+        return self._put(_HPAS, obj, must_exist=True)
+
+    def add_deployment(self, obj: JsonObject) -> JsonObject:
+        return self._put("deployments", obj, must_exist=False)
+
+    def deployment(self, namespace: str, name: str) -> JsonObject:
+        with self._lock:
+            return copy.deepcopy(self._objects["deployments"][(namespace, name)])
+
+    def set_replicas(self, namespace: str, name: str, replicas: int) -> JsonObject:
+        """Someone else scales (the HPA scaling up, kubectl scale)."""
+        deployment = self.deployment(namespace, name)
+        deployment["spec"]["replicas"] = replicas
+        return self._put("deployments", deployment, must_exist=True)
+
+    def events(self, namespace: str | None = None) -> list[JsonObject]:
+        """Every Event posted, oldest first."""
+        with self._lock:
+            events = [
+                copy.deepcopy(obj)
+                for (ns, _), obj in self._objects["events"].items()
+                if namespace is None or ns == namespace
+            ]
+        return sorted(events, key=lambda obj: int(obj["metadata"]["resourceVersion"]))
+
+    def lease(self, namespace: str, name: str) -> JsonObject | None:
+        with self._lock:
+            return copy.deepcopy(self._objects["leases"].get((namespace, name)))
+
+    def put_lease(self, obj: JsonObject) -> JsonObject:
+        """Create or overwrite a Lease (another candidate taking it over, say)."""
+        metadata = obj.get("metadata") or {}
+        key = (metadata.get("namespace", "default"), metadata["name"])
+        with self._lock:
+            exists = key in self._objects["leases"]
+        return self._put("leases", obj, must_exist=exists, keep_identity=True)
+
+    def set_pod_metric(self, namespace: str, metric: str, values: Mapping[str, float]) -> None:
+        """What the custom metrics API serves for these pods (the others are left out)."""
+        self.pod_metrics[(namespace, metric)] = dict(values)
 
     @property
     def resource_version(self) -> int:
@@ -251,7 +348,9 @@ class FakeKube:
         self._resource_version += 1
         return self._resource_version
 
-    def _put(self, resource: str, obj: JsonObject, *, must_exist: bool) -> JsonObject:
+    def _put(
+        self, resource: str, obj: JsonObject, *, must_exist: bool, keep_identity: bool = False
+    ) -> JsonObject:
         obj = copy.deepcopy(obj)
         kind, api_version = KINDS[resource]
         obj.setdefault("kind", kind)
@@ -266,6 +365,10 @@ class FakeKube:
                 raise KeyError(f"no {resource} {key[0]}/{key[1]} to modify")
             if not must_exist and old is not None:
                 raise KeyError(f"{resource} {key[0]}/{key[1]} already exists")
+            if old is not None and keep_identity:
+                # An update keeps what the server set at creation, whatever the client sent.
+                for field in ("uid", "creationTimestamp"):
+                    metadata[field] = old["metadata"][field]
             version = self._bump()
             metadata["resourceVersion"] = str(version)
             metadata.setdefault("uid", str(uuid.uuid4()))
@@ -480,6 +583,194 @@ class FakeKube:
         }
         return _answer(body, 201)
 
+    # The controller's resources.
+
+    async def _patch_pod(self, request: web.Request) -> web.Response:
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        patch = await self._patch_body(request)
+        if isinstance(patch, web.Response):
+            return patch
+        with self._lock:
+            obj = copy.deepcopy(self._objects["pods"].get((namespace, name)))
+        if obj is None:
+            return _not_found("pods", name)
+        self.pod_patches.append((namespace, name, patch))
+        merged = merge_patch(obj, patch)
+        return _answer(self._put("pods", merged, must_exist=True, keep_identity=True))
+
+    async def _create_event(self, request: web.Request) -> web.Response:
+        event = await request.json()
+        metadata = event.setdefault("metadata", {})
+        metadata["namespace"] = request.match_info["namespace"]
+        if not metadata.get("name"):
+            if not metadata.get("generateName"):
+                return _failure(422, "Invalid", "metadata.name: Required value")
+            metadata["name"] = metadata["generateName"] + uuid.uuid4().hex[:5]
+        try:
+            return _answer(self._put("events", event, must_exist=False), 201)
+        except KeyError:
+            return _already_exists("events", metadata["name"])
+
+    def _scale_of(self, namespace: str, name: str) -> JsonObject | None:
+        with self._lock:
+            deployment = copy.deepcopy(self._objects["deployments"].get((namespace, name)))
+        if deployment is None:
+            return None
+        metadata, spec = deployment["metadata"], deployment.get("spec") or {}
+        match_labels = (spec.get("selector") or {}).get("matchLabels") or {}
+        replicas = spec.get("replicas", 1)
+        return {
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": {
+                key: metadata[key]
+                for key in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+            },
+            "spec": {"replicas": replicas},
+            "status": {
+                "replicas": (deployment.get("status") or {}).get("replicas", replicas),
+                "selector": ",".join(f"{k}={v}" for k, v in sorted(match_labels.items())),
+            },
+        }
+
+    async def _read_scale(self, request: web.Request) -> web.Response:
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        scale = self._scale_of(namespace, name)
+        if scale is None:
+            return _not_found("deployments.apps", name)
+        return _answer(scale)
+
+    async def _patch_scale(self, request: web.Request) -> web.Response:
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        patch = await self._patch_body(request)
+        if isinstance(patch, web.Response):
+            return patch
+        with self._lock:
+            deployment = copy.deepcopy(self._objects["deployments"].get((namespace, name)))
+            if deployment is None:
+                return _not_found("deployments.apps", name)
+            wanted = (patch.get("metadata") or {}).get("resourceVersion")
+            if wanted is not None and wanted != deployment["metadata"]["resourceVersion"]:
+                return _conflict("deployments.apps", name)
+            replicas = (patch.get("spec") or {}).get("replicas")
+            if replicas is not None:
+                if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+                    return _failure(422, "Invalid", f"spec.replicas: Invalid value: {replicas!r}")
+                deployment["spec"]["replicas"] = replicas
+            self.scale_patches.append((namespace, name, patch))
+            self._put("deployments", deployment, must_exist=True, keep_identity=True)
+        scale = self._scale_of(namespace, name)
+        assert scale is not None
+        return _answer(scale)
+
+    async def _create_lease(self, request: web.Request) -> web.Response:
+        lease = await request.json()
+        metadata = lease.setdefault("metadata", {})
+        metadata["namespace"] = request.match_info["namespace"]
+        metadata.pop("resourceVersion", None)
+        try:
+            return _answer(self._put("leases", lease, must_exist=False), 201)
+        except KeyError:
+            return _already_exists("leases.coordination.k8s.io", metadata.get("name", ""))
+
+    async def _replace_lease(self, request: web.Request) -> web.Response:
+        namespace, name = request.match_info["namespace"], request.match_info["name"]
+        lease = await request.json()
+        metadata = lease.setdefault("metadata", {})
+        metadata["namespace"] = namespace
+        with self._lock:
+            current = self._objects["leases"].get((namespace, name))
+            if current is None:
+                return _not_found("leases.coordination.k8s.io", name)
+            if metadata.get("resourceVersion") != current["metadata"]["resourceVersion"]:
+                return _conflict("leases.coordination.k8s.io", name)
+            return _answer(self._put("leases", lease, must_exist=True, keep_identity=True))
+
+    async def _custom_metric(self, request: web.Request) -> web.Response:
+        version = request.match_info["version"]
+        namespace, metric = request.match_info["namespace"], request.match_info["metric"]
+        if version not in ("v1beta1", "v1beta2"):
+            return _not_found("custom.metrics.k8s.io", version)
+        if self.metrics_failure is not None:
+            code, message = self.metrics_failure
+            return _failure(code, _REASONS.get(code, "InternalError"), message)
+        try:
+            selector: Selector = parse_selector(request.query.get("labelSelector"))
+        except SelectorError as exc:
+            return _failure(400, "BadRequest", f"unable to parse requirement: {exc}")
+        values = self.pod_metrics.get((namespace, metric), {})
+        with self._lock:
+            pods = [
+                obj["metadata"]["name"]
+                for (ns, name), obj in sorted(self._objects["pods"].items())
+                if ns == namespace
+                and name in values
+                and selector.matches(obj["metadata"].get("labels") or {})
+            ]
+        if not pods:
+            return _failure(404, "NotFound", f"no pod in {namespace} serves {metric}")
+        now = time.time()
+        window = 60 if not metric.endswith("_connected") else None
+        items = [
+            Value(Described("pods", pod, namespace), metric, values[pod], now, window)
+            for pod in pods
+        ]
+        return _answer(metric_value_list(version, items, selector))
+
+    async def _patch_body(self, request: web.Request) -> JsonObject | web.Response:
+        if request.content_type not in _PATCH_TYPES:
+            return _failure(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format - {request.content_type}",
+            )
+        patch = await request.json()
+        if not isinstance(patch, dict):
+            return _failure(400, "BadRequest", "a merge patch must be a JSON object")
+        return patch
+
+
+_HPAS = "horizontalpodautoscalers"
+_HPA_PATH = "/apis/autoscaling/v2/namespaces/{namespace}/horizontalpodautoscalers"
+_DEPLOYMENT_PATH = "/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
+_LEASE_PATH = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+_CUSTOM_METRICS_PATH = (
+    "/apis/custom.metrics.k8s.io/{version}/namespaces/{namespace}/pods/*/{metric}"
+)
+_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
+            500: "InternalError", 503: "ServiceUnavailable"}  # fmt: skip
+
+
+def _not_found(resource: str, name: str) -> web.Response:
+    return _failure(404, "NotFound", f'{resource} "{name}" not found', name=name, kind=resource)
+
+
+def _already_exists(resource: str, name: str) -> web.Response:
+    return _failure(
+        409, "AlreadyExists", f'{resource} "{name}" already exists', name=name, kind=resource
+    )
+
+
+def _conflict(resource: str, name: str) -> web.Response:
+    message = (
+        f'Operation cannot be fulfilled on {resource} "{name}": the object has been modified; '
+        "please apply your changes to the latest version and try again"
+    )
+    return _failure(409, "Conflict", message, name=name, kind=resource)
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: objects merge key by key, null deletes, the rest replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    merged = copy.deepcopy(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
+
 
 def _template_hash(deployment: str) -> str:
     # A stable stand-in for the controller's hash of the pod template.
@@ -550,4 +841,32 @@ def service_object(namespace: str, name: str, selector: Mapping[str, str] | None
         "apiVersion": "v1",
         "metadata": {"name": name, "namespace": namespace},
         "spec": spec,
+    }
+
+
+def config_map_object(namespace: str, name: str, data: Mapping[str, str]) -> JsonObject:
+    return {
+        "kind": "ConfigMap",
+        "apiVersion": "v1",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": dict(data),
+    }
+
+
+def deployment_object(
+    namespace: str, name: str, replicas: int, match_labels: Mapping[str, str]
+) -> JsonObject:
+    return {
+        "kind": "Deployment",
+        "apiVersion": "apps/v1",
+        "metadata": {"name": name, "namespace": namespace, "generation": 1},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": dict(match_labels)},
+            "template": {
+                "metadata": {"labels": dict(match_labels)},
+                "spec": {"containers": [{"name": "push", "image": "pushscale:dev"}]},
+            },
+        },
+        "status": {"replicas": replicas, "readyReplicas": replicas},
     }

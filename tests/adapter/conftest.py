@@ -1,12 +1,15 @@
 """Fixtures for the adapter: `pushscale adapter` as a real process over real TLS.
 
-`start_adapter` writes a static pods file, starts `python -m adapter` with a self-signed pair in
-a temporary cert dir, and returns a client that verifies the server against that very
-certificate: the tests speak the same HTTPS a kube-aggregator would.
+`start_adapter` writes a static pods file (or, with `pods=None`, leaves discovery to the pod
+watch: give `--kubeconfig` in `extra`), starts `python -m adapter` with a self-signed pair in a
+temporary cert dir, and returns a client that verifies the server against that very
+certificate: the tests speak the same HTTPS a kube-aggregator would. `settles` polls an answer
+until it is the expected one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -14,13 +17,14 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
+import trustme
 import yaml
 
 
@@ -38,8 +42,12 @@ class RunningAdapter:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+    def client(self, cert: trustme.LeafCert | None = None, **kwargs: Any) -> httpx.AsyncClient:
+        """A client trusting the adapter's certificate; `cert`: present this client certificate
+        (as the kube-aggregator presents its front-proxy one)."""
         verify = ssl.create_default_context(cafile=str(self.cert_dir / "apiserver.crt"))
+        if cert is not None:
+            cert.configure_cert(verify)
         return httpx.AsyncClient(base_url=self.url, verify=verify, timeout=10, **kwargs)
 
     async def get(self, path: str, **kwargs: Any) -> httpx.Response:
@@ -58,6 +66,15 @@ class RunningAdapter:
 
 
 AdapterFactory = Callable[..., RunningAdapter]
+T = TypeVar("T")
+
+
+async def settles(read: Callable[[], Awaitable[T]], expected: T, timeout: float = 10) -> None:
+    """Wait until `read()` returns `expected`; fail with the last value read."""
+    deadline = time.monotonic() + timeout
+    while (last := await read()) != expected:
+        assert time.monotonic() < deadline, f"still {last!r}, expected {expected!r}"
+        await asyncio.sleep(0.1)
 
 
 def static_pod(name: str, metrics_port: int, workers: int, **fields: Any) -> dict[str, Any]:
@@ -74,17 +91,21 @@ def static_pod(name: str, metrics_port: int, workers: int, **fields: Any) -> dic
 
 def start_adapter(
     tmp_path: Path,
-    pods: list[dict[str, Any]],
+    pods: list[dict[str, Any]] | None,
     *,
     services: list[dict[str, Any]] | None = None,
     extra: list[str] | None = None,
     name: str = "adapter",
 ) -> RunningAdapter:
-    pods_file = tmp_path / f"{name}-pods.yaml"
-    inventory: dict[str, Any] = {"pods": pods}
-    if services:
-        inventory["services"] = services
-    pods_file.write_text(yaml.safe_dump(inventory))
+    """`pods` (and `services`) go to a `--static-pods` file; None: no file, the pod watch."""
+    static: list[str] = []
+    if pods is not None:
+        pods_file = tmp_path / f"{name}-pods.yaml"
+        inventory: dict[str, Any] = {"pods": pods}
+        if services:
+            inventory["services"] = services
+        pods_file.write_text(yaml.safe_dump(inventory))
+        static = ["--static-pods", str(pods_file)]
     ready = tmp_path / f"{name}-ready.json"
     cert_dir = tmp_path / f"{name}-certs"
     log_path = tmp_path / f"{name}.log"
@@ -93,7 +114,7 @@ def start_adapter(
         "--secure-port", "0",
         "--bind-address", "127.0.0.1",
         "--cert-dir", str(cert_dir),
-        "--static-pods", str(pods_file),
+        *static,
         "--ready-file", str(ready),
         "--scrape-timeout-seconds", "0.5",
         "--rate-window-seconds", "10",
@@ -117,7 +138,7 @@ def start_adapter(
 def adapter_factory(tmp_path: Path) -> Iterator[AdapterFactory]:
     started: list[RunningAdapter] = []
 
-    def factory(pods: list[dict[str, Any]], **kwargs: Any) -> RunningAdapter:
+    def factory(pods: list[dict[str, Any]] | None, **kwargs: Any) -> RunningAdapter:
         kwargs.setdefault("name", f"adapter{len(started)}")
         adapter = start_adapter(tmp_path, pods, **kwargs)
         started.append(adapter)

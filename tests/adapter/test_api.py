@@ -9,14 +9,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
 from adapter.quantity import QUANTITY
-from tests.adapter.conftest import AdapterFactory, RunningAdapter, static_pod
+from tests.adapter.conftest import AdapterFactory, RunningAdapter, settles, static_pod
 from tests.conftest import (
     RunningServer,
     ServerFactory,
@@ -28,7 +26,6 @@ V2 = "/apis/custom.metrics.k8s.io/v1beta2"
 V1 = "/apis/custom.metrics.k8s.io/v1beta1"
 LIVE = V2 + "/namespaces/live"
 PODS = LIVE + "/pods/*/socket_io_connected"
-T = TypeVar("T")
 
 
 def pod_server(server_factory: ServerFactory, name: str, workers: int = 2) -> RunningServer:
@@ -45,14 +42,6 @@ async def values(adapter: RunningAdapter, path: str = PODS, **params: str) -> di
     return {
         item["describedObject"]["name"]: int(item["value"]) for item in response.json()["items"]
     }
-
-
-async def settles(read: Callable[[], Awaitable[T]], expected: T, timeout: float = 10) -> None:
-    """Wait until `read()` returns `expected`; fail with the last value read."""
-    deadline = time.monotonic() + timeout
-    while (last := await read()) != expected:
-        assert time.monotonic() < deadline, f"still {last!r}, expected {expected!r}"
-        await asyncio.sleep(0.1)
 
 
 @pytest.fixture
