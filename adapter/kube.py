@@ -1,7 +1,9 @@
 """The Kubernetes API as the adapter uses it: a thin shell over the official client, raw JSON out.
 
 `adapter.discovery` lists and watches pods and reads Services through `KubeApi`; the metrics
-API's authentication and authorization ask it for TokenReviews and SubjectAccessReviews. Every
+API's authentication and authorization ask it for TokenReviews and SubjectAccessReviews; the
+controller (`adapter.controller.reconcile`, `.lease`) reads HPAs, scale subresources, pods and
+the custom metrics API, patches scales and pods, posts Events and keeps its Lease. Every
 call goes through the official `kubernetes` client (kubeconfig and in-cluster loading, TLS,
 token refresh) with `_preload_content=False`, so callers get the wire JSON that `adapter.pods`
 parses, not the client's models. The client blocks: the async methods run it in a worker
@@ -39,6 +41,10 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 JsonObject = dict[str, Any]
+
+# Object patches are JSON merge patches (RFC 7386): plain JSON that every resource accepts.
+MERGE_PATCH = "application/merge-patch+json"
+_LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
 
 # A watch whose server stays silent this long past its own timeoutSeconds is gone.
 _WATCH_READ_SLACK_SECONDS = 10.0
@@ -187,6 +193,151 @@ class KubeApi:
 
         what = f"watch pods ({label_selector}) from {resource_version}"
         return PodWatch(open_watch, what, self._error)
+
+    # The controller's calls (adapter.controller): raw paths, so bodies go out exactly as given
+    # (the generated methods validate bodies into models) and one helper serves them all.
+
+    async def list_hpas(self, namespace: str | None = None) -> list[JsonObject]:
+        """autoscaling/v2 HorizontalPodAutoscalers in one namespace, or in all (None)."""
+        where = f"/namespaces/{namespace}" if namespace else ""
+        body = await self.request(
+            f"list horizontalpodautoscalers{f' in {namespace}' if namespace else ''}",
+            "GET",
+            f"/apis/autoscaling/v2{where}/horizontalpodautoscalers",
+        )
+        assert body is not None
+        return list(body.get("items") or [])
+
+    async def read_scale(self, scale_path: str) -> JsonObject:
+        """A `scale` subresource (autoscaling/v1 Scale), e.g.
+        `/apis/apps/v1/namespaces/NS/deployments/NAME/scale`."""
+        body = await self.request(f"read {scale_path}", "GET", scale_path)
+        assert body is not None
+        return body
+
+    async def patch_scale(
+        self, scale_path: str, replicas: int, resource_version: str | None
+    ) -> JsonObject:
+        """Set spec.replicas; with `resource_version` the API server refuses (409) a scale that
+        changed since it was read, so a concurrent scale-up is never overwritten."""
+        patch: JsonObject = {"spec": {"replicas": replicas}}
+        if resource_version:
+            patch["metadata"] = {"resourceVersion": resource_version}
+        body = await self.request(
+            f"patch {scale_path}", "PATCH", scale_path, body=patch, content_type=MERGE_PATCH
+        )
+        assert body is not None
+        return body
+
+    async def list_namespaced_pods(self, namespace: str, label_selector: str) -> list[JsonObject]:
+        body = await self.request(
+            f"list pods in {namespace} ({label_selector})",
+            "GET",
+            f"/api/v1/namespaces/{namespace}/pods",
+            query={"labelSelector": label_selector},
+        )
+        assert body is not None
+        return list(body.get("items") or [])
+
+    async def patch_pod_annotations(
+        self, namespace: str, name: str, annotations: dict[str, str]
+    ) -> JsonObject:
+        body = await self.request(
+            f"annotate pod {namespace}/{name}",
+            "PATCH",
+            f"/api/v1/namespaces/{namespace}/pods/{name}",
+            body={"metadata": {"annotations": annotations}},
+            content_type=MERGE_PATCH,
+        )
+        assert body is not None
+        return body
+
+    async def create_event(self, namespace: str, event: JsonObject) -> JsonObject:
+        """A core/v1 Event, as `CoreV1Api.create_namespaced_event` and client-go's recorder
+        post them (`kubectl describe` shows these)."""
+        body = await self.request(
+            f"create event in {namespace}",
+            "POST",
+            f"/api/v1/namespaces/{namespace}/events",
+            body=event,
+        )
+        assert body is not None
+        return body
+
+    async def read_lease(self, namespace: str, name: str) -> JsonObject | None:
+        return await self.request(
+            f"read lease {namespace}/{name}",
+            "GET",
+            f"{_LEASES.format(namespace=namespace)}/{name}",
+            missing_ok=True,
+        )
+
+    async def create_lease(self, namespace: str, lease: JsonObject) -> JsonObject:
+        """Raises KubeError with status 409 when someone created it first."""
+        body = await self.request(
+            f"create lease in {namespace}", "POST", _LEASES.format(namespace=namespace), body=lease
+        )
+        assert body is not None
+        return body
+
+    async def replace_lease(self, namespace: str, name: str, lease: JsonObject) -> JsonObject:
+        """PUT with the lease's metadata.resourceVersion: a 409 KubeError when it changed."""
+        body = await self.request(
+            f"update lease {namespace}/{name}",
+            "PUT",
+            f"{_LEASES.format(namespace=namespace)}/{name}",
+            body=lease,
+        )
+        assert body is not None
+        return body
+
+    async def pod_metric(
+        self, namespace: str, metric: str, label_selector: str, version: str = "v1beta2"
+    ) -> JsonObject:
+        """The custom metrics API's `MetricValueList` for the pods the selector picks, through
+        the API server (the aggregator proxies it to the adapter), as the HPA reads it."""
+        body = await self.request(
+            f"read {metric} of pods in {namespace} ({label_selector})",
+            "GET",
+            f"/apis/custom.metrics.k8s.io/{version}/namespaces/{namespace}/pods/*/{metric}",
+            query={"labelSelector": label_selector},
+        )
+        assert body is not None
+        return body
+
+    async def request(
+        self,
+        what: str,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str] | None = None,
+        body: JsonObject | None = None,
+        content_type: str = "application/json",
+        missing_ok: bool = False,
+    ) -> JsonObject | None:
+        """One request to `path` with the client's configuration (server, TLS, credentials,
+        token refresh); the answer's JSON, None for a 404 when `missing_ok`."""
+
+        def send() -> urllib3.BaseHTTPResponse:
+            headers = {"Accept": "application/json"}
+            if body is not None:
+                headers["Content-Type"] = content_type
+            serialized = self._client.param_serialize(
+                method=method,
+                resource_path=path,
+                query_params=list((query or {}).items()),
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+            )
+            response = self._client.call_api(*serialized, _request_timeout=self._timeout)
+            if not 200 <= response.status <= 299:
+                response.read()  # type: ignore[no-untyped-call]
+                raise ApiException.from_response(http_resp=response, body=None, data=None)
+            return self._raw(response.response)
+
+        return await self._call(what, send, missing_ok=missing_ok)
 
     # The plumbing.
 

@@ -22,10 +22,27 @@ def _adapter(argv: Sequence[str]) -> int:
     return main(argv)
 
 
-# Later issues add `controller`, `simulate` and `demo` here.
+def _controller(argv: Sequence[str]) -> int:
+    from adapter.controller.cli import main
+
+    return main(argv)
+
+
+def _simulate(argv: Sequence[str]) -> int:
+    from adapter.simulator.cli import main
+
+    return main(argv)
+
+
+# A later issue adds `demo` here.
 COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "server": (_server, "run the push server (supervisor + workers)"),
     "adapter": (_adapter, "serve the custom metrics API (exact per-pod sums) to the HPA"),
+    "controller": (_controller, "scale down with hysteresis that survives reconnect storms"),
+    "simulate": (
+        _simulate,
+        "replay traffic through the HPA model, with and without the controller",
+    ),
 }
 
 
