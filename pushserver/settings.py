@@ -49,8 +49,10 @@ class ServerSettings:
     drain_seconds: float = 20.0
     # Rebalancing (seed §2): a worker above `recommended_connections` sheds its newest sockets
     # down to `recommended_connections - shed_buffer`, one every `shed_interval_ms` (the seed's
-    # 5 ms). The seed ran 10k sockets per worker.
-    recommended_connections: int = 10_000
+    # 5 ms). A quarter above the HPA's 10k per worker: shedding at the target itself would, once
+    # every pod is above it, churn clients the HPA then never sees, so it would not scale up
+    # (`pushscale simulate`, docs/controller.md).
+    recommended_connections: int = 12_500
     shed_buffer: int = 100
     shed_interval_ms: float = 5.0
     # Overload protection: above this a worker answers new websockets with HTTP 503.
@@ -129,7 +131,7 @@ _OPTIONS = (
     Option("--event-rate", float, "events per second one client may send (default 20)"),
     Option("--event-burst", int, "events one client may send in a burst (default 40)"),
     Option("--drain-seconds", float, "spread a drain's disconnects over this long (default 20)"),
-    Option("--recommended-connections", int, "a worker sheds above this (default 10000)"),
+    Option("--recommended-connections", int, "a worker sheds above this (default 12500)"),
     Option("--shed-buffer", int, "shed this many more than the excess (default 100)"),
     Option("--shed-interval-ms", float, "pause between two shed sockets (default 5)"),
     Option("--max-connections", int, "refuse new websockets (503) above this (default 15000)"),

@@ -30,7 +30,7 @@ from adapter.simulator.backoff import SEED_CLIENT, ClientOptions, delay_shares
 @dataclass(frozen=True)
 class ClusterSettings:
     workers_per_pod: int = 4
-    # The push server as docs/pushserver.md recommends running it under an HPA: rebalancing
+    # The push server's defaults: rebalancing
     # above 12.5k per worker (--recommended-connections 12500), a quarter above the HPA's 10k
     # per worker, refusing above 15k. With rebalancing at the HPA target itself, every pod
     # sheds its excess as soon as all are above target, the churned clients sit in backoff, and

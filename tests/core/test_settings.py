@@ -11,7 +11,7 @@ def test_defaults_follow_the_seed():
     settings = parse_settings([], {})
     assert (settings.workers, settings.port, settings.metrics_port) == (4, 3000, 9100)
     assert settings.redis_url is None and settings.publish_token is None
-    assert (settings.drain_seconds, settings.recommended_connections) == (20.0, 10_000)
+    assert (settings.drain_seconds, settings.recommended_connections) == (20.0, 12_500)
 
 
 def test_every_flag_has_an_environment_twin_and_the_flag_wins():
