@@ -60,6 +60,7 @@ class AppState:
     instruments: Instruments
     access: Access | None  # None only with --authentication-skip
     rate_window_seconds: float
+    max_value_age_seconds: float = 2.0
     clock: Callable[[], float] = time.time
 
 
@@ -285,7 +286,17 @@ async def _fresh_rounds(state: AppState) -> tuple[Round, ...]:
     # Before the first list of pods, an empty answer would read as "no pods": say "not yet".
     if not state.discovery.synced:
         raise Unavailable("pod discovery has not synced with the API server yet")
-    return await state.rounds.fresh()
+    rounds = await state.rounds.fresh()
+    # The promise is an age at answer, not a scrape interval: a round stretched by an
+    # overloaded event loop must not hand out values older than promised.
+    age = state.clock() - rounds[-1].started_at
+    if age > state.max_value_age_seconds:
+        raise Unavailable(
+            f"the latest scrape round started {age:.1f} s ago, over the "
+            f"{state.max_value_age_seconds:g} s the adapter promises (--max-value-age-seconds); "
+            f"that round took {rounds[-1].duration_seconds:.1f} s"
+        )
+    return rounds
 
 
 def _observe_ages(state: AppState, timestamps: Sequence[float]) -> None:

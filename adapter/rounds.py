@@ -11,22 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from adapter.aggregate import WorkerReading
 from adapter.answers import PodKey, Round
 from adapter.discovery import Discovery
-from adapter.scrape import Scraper, Target
+from adapter.scrape import Target
 
 log = logging.getLogger("pushscale.adapter.rounds")
+
+
+class RoundScraper(Protocol):
+    async def round(self, targets: Sequence[Target]) -> dict[Target, WorkerReading]: ...
 
 
 class Rounds:
     def __init__(
         self,
-        scraper: Scraper,
+        scraper: RoundScraper,
         discovery: Discovery,
         *,
         interval_seconds: float,
@@ -101,6 +107,10 @@ class Rounds:
         while self._history and self._history[0].started_at < finished.started_at - self._keep:
             self._history.popleft()
         self._on_round(finished)
+        # A minute of rounds is ~10^6 small objects without reference cycles (refcounting
+        # frees them). Left to the cyclic collector, each full collection walks them all and
+        # stalls every request for tens of milliseconds; frozen, it skips them.
+        gc.freeze()
         return finished
 
 

@@ -14,10 +14,11 @@ import logging
 import signal
 import socket
 import ssl
+import sys
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 
-import httpx
+import aiohttp
 import uvicorn
 
 from adapter import tls
@@ -29,7 +30,7 @@ from adapter.instruments import Instruments
 from adapter.kube import KubeApi, KubeError
 from adapter.pods import StaticPodsError
 from adapter.rounds import Rounds, keep_seconds
-from adapter.scrape import Scraper, ScrapeSettings
+from adapter.scrape import ScrapeSettings, ThreadedScraper
 from adapter.settings import AdapterSettings
 
 log = logging.getLogger("pushscale.adapter")
@@ -52,11 +53,14 @@ async def serve(settings: AdapterSettings) -> int:
         access, client_ca = await build_access(settings, kube)
     server_tls = _server_tls(settings, client_ca)
     instruments = Instruments()
-    async with _scrape_client() as client:
+    scrape = ScrapeSettings(settings.scrape_timeout_seconds, settings.max_scrape_bytes)
+    scraper = ThreadedScraper(scrape, scrape_session)
+    # The scrape thread holds the GIL for up to the switch interval at a time; 1 ms instead of
+    # 5 ms lets an API request through sooner while a round is parsed (bench/adapter.py).
+    sys.setswitchinterval(0.001)
+    try:
         rounds = Rounds(
-            Scraper(
-                client, ScrapeSettings(settings.scrape_timeout_seconds, settings.max_scrape_bytes)
-            ),
+            scraper,
             discovery,
             interval_seconds=settings.scrape_interval_seconds,
             max_age_seconds=settings.max_value_age_seconds,
@@ -65,7 +69,10 @@ async def serve(settings: AdapterSettings) -> int:
             ),
             on_round=instruments.observe_round,
         )
-        state = AppState(rounds, discovery, instruments, access, settings.rate_window_seconds)
+        state = AppState(
+            rounds, discovery, instruments, access, settings.rate_window_seconds,
+            settings.max_value_age_seconds,
+        )  # fmt: skip
         config = tls.uvicorn_config(
             create_app(state),
             server_tls,
@@ -86,6 +93,8 @@ async def serve(settings: AdapterSettings) -> int:
             _announce(server, settings),
         ):
             await server.serve()
+    finally:
+        scraper.close()
     log.info("stopped")
     return 0
 
@@ -152,11 +161,11 @@ def _server_tls(settings: AdapterSettings, client_ca: Path | None) -> tls.Server
         raise StartupError(f"cannot load the serving certificate {cert}: {exc}") from exc
 
 
-def _scrape_client() -> httpx.AsyncClient:
-    # One keep-alive connection per worker endpoint: a round reuses every connection of the
-    # last one instead of paying a TCP handshake per target per second.
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=4096)
-    return httpx.AsyncClient(limits=limits, timeout=None, trust_env=False)
+def scrape_session() -> aiohttp.ClientSession:
+    # One keep-alive connection per worker endpoint (no pool limit): a round reuses every
+    # connection of the last one instead of a TCP handshake per target per second.
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+    return aiohttp.ClientSession(connector=connector, trust_env=False)
 
 
 async def _scrape_when_synced(discovery: Discovery, rounds: Rounds) -> None:

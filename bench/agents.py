@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import multiprocessing as mp
 import os
-import sys
 import time
 from multiprocessing.connection import Connection
 from typing import Any
@@ -192,10 +191,3 @@ class Agents:
             self.broadcast("stop")
         for process in self.processes:
             process.join(10)
-
-
-def draw_bar(label: str, done: int, total: int, width: int = 40) -> None:
-    """A one-line progress bar on stderr, redrawn in place."""
-    filled = int(width * done / total) if total else width
-    sys.stderr.write(f"\r{label:<14} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-    sys.stderr.flush()

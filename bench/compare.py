@@ -41,7 +41,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.agents import Agents, draw_bar
+from bench.agents import Agents
+from pushscale.progress import draw_bar
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER_CPU = 0

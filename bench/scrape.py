@@ -24,7 +24,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.agents import Agents, draw_bar
+from bench.agents import Agents
+from pushscale.progress import draw_bar
 
 
 def start_server(workers: int, ready: Path) -> tuple[subprocess.Popen[bytes], dict[str, object]]:

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
+import aiohttp
 import pytest
 import yaml
 from aiohttp import web
@@ -52,9 +52,9 @@ async def counted_pod(tmp_path: Path) -> AsyncIterator[tuple[Path, list[int]]]:
 async def test_requests_share_a_round_and_scrape_again_only_when_stale(counted_pod):
     pods_file, hits = counted_pod
     clock = Clock()
-    async with httpx.AsyncClient() as client:
+    async with aiohttp.ClientSession() as session:
         rounds = Rounds(
-            Scraper(client, ScrapeSettings(timeout_seconds=1)),
+            Scraper(session, ScrapeSettings(timeout_seconds=1)),
             StaticDiscovery(pods_file),
             interval_seconds=1,
             max_age_seconds=2,
@@ -81,9 +81,9 @@ async def test_requests_share_a_round_and_scrape_again_only_when_stale(counted_p
 
 async def test_a_caller_that_gives_up_does_not_cancel_the_round_others_wait_for(counted_pod):
     pods_file, hits = counted_pod
-    async with httpx.AsyncClient() as client:
+    async with aiohttp.ClientSession() as session:
         rounds = Rounds(
-            Scraper(client, ScrapeSettings(timeout_seconds=1)),
+            Scraper(session, ScrapeSettings(timeout_seconds=1)),
             StaticDiscovery(pods_file),
             interval_seconds=1,
             max_age_seconds=2,

@@ -9,7 +9,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import httpx
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -80,10 +80,10 @@ async def test_bad_targets_each_get_their_reason_and_the_good_one_is_read(bad_ta
         )
     ]  # fmt: skip
     settings = ScrapeSettings(timeout_seconds=0.5, max_body_bytes=64 * 1024)
-    async with httpx.AsyncClient() as client:
+    async with aiohttp.ClientSession() as session:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        readings = await Scraper(client, settings).round(targets)
+        readings = await Scraper(session, settings).round(targets)
         elapsed = loop.time() - started
     reasons = [readings[t].error for t in targets]
     assert readings[targets[0]].samples == {"socket_io_connected": {(): 7.0}}
@@ -105,8 +105,8 @@ async def test_a_real_pod_sums_exactly_and_a_stopped_worker_leaves_it_out(
     targets = [
         Target("ns", push_server.name, w, push_server.metrics_url(w)) for w in push_server.workers
     ]
-    async with httpx.AsyncClient() as client:
-        scraper = Scraper(client, ScrapeSettings())
+    async with aiohttp.ClientSession() as session:
+        scraper = Scraper(session, ScrapeSettings())
         readings = await scraper.round(targets)
         whole = pod_reading(2, list(readings.values()), "socket_io_connected",
                             parse_selector(None), Combine.SUM)  # fmt: skip
@@ -118,3 +118,23 @@ async def test_a_real_pod_sums_exactly_and_a_stopped_worker_leaves_it_out(
                               parse_selector(None), Combine.SUM)  # fmt: skip
     assert partial.value is None
     assert partial.reason == "worker 1: connection refused"
+
+
+async def test_the_threaded_scraper_reads_on_its_own_loop_and_answers_the_same(
+    push_server: RunningServer, viewers
+):
+    from adapter.scrape import ThreadedScraper
+    from adapter.server import scrape_session
+
+    await viewers(push_server.url, 4)
+    targets = [
+        Target("ns", push_server.name, w, push_server.metrics_url(w)) for w in push_server.workers
+    ]
+    scraper = ThreadedScraper(ScrapeSettings(), scrape_session)
+    try:
+        readings = await scraper.round(targets)
+    finally:
+        scraper.close()
+    whole = pod_reading(2, list(readings.values()), "socket_io_connected",
+                        parse_selector(None), Combine.SUM)  # fmt: skip
+    assert whole.value == 4

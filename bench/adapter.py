@@ -1,0 +1,572 @@
+"""The adapter's scrape rounds, API latency, CPU and value age for 10, 100 and 400 workers.
+
+    .venv/bin/python -m bench.adapter [--sizes 10,100,400] [--requests 500] [--seconds 10]
+
+One endpoint process (aiohttp on uvloop, pinned to CPU 1) listens on a block of consecutive
+ports, each a push server worker: its `/metrics` body is a busy worker's exposition built by
+`pushserver.exposition` (~5 KB, 40 samples, labelled counters included), so the adapter
+parses what it would parse in a cluster. Endpoint k belongs to pod k // 4 as worker k % 4:
+pods of 4 workers on consecutive ports, as `--metrics-port` lays them out; a size that is not
+a multiple of 4 ends with a smaller pod (10 = 4 + 4 + 2).
+
+For each size, the real `pushscale adapter` (pinned to CPU 0, default intervals: a round every
+second, values at most 2 s old) serves those pods from `--static-pods` over self-signed TLS:
+
+1. quiet, `--seconds`: the adapter's CPU (/proc) over the rounds it finished (its own
+   `pushscale_adapter_scrape_round_seconds` count), i.e. CPU per round;
+2. API, `--seconds`: `--requests` sequential keep-alive HTTPS requests for
+   `pods/*/socket_io_connected`, the HPA's request, spread evenly so they meet every phase of
+   the round cycle; between them `/debug/pods?format=json` gives each round's duration. The
+   value age is the adapter's `pushscale_adapter_value_age_seconds` over these answers
+   (the API's timestamps are whole seconds);
+3. fresh: a request that finds no fresh round waits for one. The running adapter never gets
+   there (it scrapes every second), so this runs the adapter's own app in-process with
+   `max_age_seconds=0` on CPU 0, through `httpx.ASGITransport` (no TLS): every request starts
+   and waits for a whole round.
+
+A phase that overruns `--seconds` threefold is cut short (the adapter is overloaded) and the
+table says so, as it says when endpoints failed or pods went unserved. Ratios and medians from
+one run are what to compare: the two CPUs slow each other down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import multiprocessing as mp
+import os
+import random
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvloop
+import yaml
+from aiohttp import web
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.compare import cpu_seconds
+from pushscale.progress import draw_bar
+
+ADAPTER_CPU = 0
+ENDPOINT_CPU = 1
+WORKERS_PER_POD = 4
+NAMESPACE = "live"
+LABELS = {"app": "push"}
+CONNECTED_PER_WORKER = 2500
+API_PATH = (
+    f"/apis/custom.metrics.k8s.io/v1beta2/namespaces/{NAMESPACE}/pods/*/socket_io_connected"
+    "?labelSelector=app%3Dpush"
+)
+# The issue's targets on this machine.
+ROUND_TARGET_MS = 250.0
+API_P99_TARGET_MS = 20.0
+AGE_TARGET_SECONDS = 2.0
+# Rounds the adapter finishes before anything is measured: every keep-alive connection open.
+WARM_UP_SECONDS = 3.0
+DEBUG_POLL_SECONDS = 0.25
+# A phase that runs this many times longer than planned is stopped: the adapter is overloaded.
+OVERTIME = 3.0
+
+
+def pod_name(index: int) -> str:
+    return f"push-{index:03d}"
+
+
+# The endpoints: one process, every port, fixed bodies.
+
+
+def busy_exposition(pod: str, worker: int) -> bytes:
+    """A worker's /metrics a while into a match day: every labelled family has series."""
+    from pushserver.exposition import ProcessCollector, WorkerIdentity, worker_registry
+    from pushserver.stats import WorkerStats
+
+    stats = WorkerStats(
+        connected=CONNECTED_PER_WORKER,
+        connect_total=41_230,
+        disconnect_total=38_730,
+        errors_total=57,
+        receive_bytes=96_113_508,
+        transmit_bytes=2_418_992_113,
+        shed_total=310,
+    )
+    stats.events_received.update(joinByGameId=41_200, leaveByGameId=3_120, visibilityChange=9_870)
+    stats.events_sent.update(score=1_204_551, gameUpdate=8_812_034, lineup=40_112)
+    stats.client_errors.update(malformed_packet=12, rate_limited=40, bad_payload=5)
+    stats.disconnects_by_reason.update(
+        transport_close=30_114, ping_timeout=6_201, client_namespace_disconnect=2_415
+    )
+    stats.rejected_connections.update(overloaded=3)
+    stats.publishes.update({"200": 91_233, "401": 2})
+    identity = WorkerIdentity(pod, worker, "0.1.0")
+    return generate_latest(worker_registry(stats, identity, ProcessCollector()))
+
+
+def bind_port_block(count: int) -> list[socket.socket]:
+    """`count` listening sockets on consecutive ports below the ephemeral range (so no
+    outgoing connection takes one meanwhile); bound right here, so nothing races for them."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20_000, 32_000 - count)
+        bound: list[socket.socket] = []
+        try:
+            for offset in range(count):
+                sock = socket.socket()
+                bound.append(sock)
+                sock.bind(("127.0.0.1", base + offset))
+                sock.listen(1024)
+        except OSError:
+            for sock in bound:
+                sock.close()
+            continue
+        return bound
+    raise RuntimeError(f"no block of {count} free ports found")
+
+
+async def _endpoints(pipe: Connection, count: int) -> None:
+    sockets = bind_port_block(count)
+    base = sockets[0].getsockname()[1]
+    bodies = {
+        base + k: busy_exposition(pod_name(k // WORKERS_PER_POD), k % WORKERS_PER_POD)
+        for k in range(count)
+    }
+
+    async def metrics(request: web.BaseRequest) -> web.StreamResponse:
+        assert request.transport is not None
+        port = request.transport.get_extra_info("sockname")[1]
+        return web.Response(
+            body=bodies[port], headers={"Content-Type": "text/plain; version=0.0.4"}
+        )
+
+    handler = web.Server(metrics)
+    loop = asyncio.get_running_loop()
+    servers = [await loop.create_server(handler, sock=sock) for sock in sockets]
+    pipe.send({"base": base, "bytes": len(bodies[base])})
+    # Until the parent says stop, or dies (the pipe then ends with EOFError).
+    with contextlib.suppress(EOFError):
+        await loop.run_in_executor(None, pipe.recv)
+    for server in servers:
+        server.close()
+    await handler.shutdown(1.0)
+
+
+def _endpoints_main(pipe: Connection, count: int, cpu: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us, Ctrl-C included
+    os.sched_setaffinity(0, {cpu})
+    uvloop.run(_endpoints(pipe, count))
+
+
+@contextlib.contextmanager
+def endpoints(count: int) -> Iterator[dict[str, int]]:
+    ours, theirs = mp.get_context("spawn").Pipe()
+    process = mp.get_context("spawn").Process(
+        target=_endpoints_main, args=(theirs, count, ENDPOINT_CPU), daemon=True
+    )
+    process.start()
+    try:
+        if not ours.poll(60):
+            raise SystemExit("the endpoint process did not start")
+        yield ours.recv()
+    finally:
+        with contextlib.suppress(OSError):
+            ours.send("stop")
+        process.join(10)
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
+# The adapter: the real process, one per size.
+
+
+def static_pods(base_port: int, endpoint_count: int) -> dict[str, Any]:
+    pods = []
+    for first in range(0, endpoint_count, WORKERS_PER_POD):
+        pods.append(
+            {
+                "namespace": NAMESPACE,
+                "name": pod_name(first // WORKERS_PER_POD),
+                "labels": LABELS,
+                "ip": "127.0.0.1",
+                "metricsPort": base_port + first,
+                "workers": min(WORKERS_PER_POD, endpoint_count - first),
+            }
+        )
+    return {"pods": pods}
+
+
+@dataclass
+class Adapter:
+    process: subprocess.Popen[bytes]
+    port: int
+    cert_dir: Path
+    log_path: Path
+
+    def client(self) -> httpx.Client:
+        verify = ssl.create_default_context(cafile=str(self.cert_dir / "apiserver.crt"))
+        # Longer than any round the adapter could be waiting for (rounds are cut at 1 s per
+        # worker, but a loaded event loop stretches them).
+        return httpx.Client(base_url=f"https://localhost:{self.port}", verify=verify, timeout=30)
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@contextlib.contextmanager
+def start_adapter(tmp: Path, pods_file: Path, name: str) -> Iterator[Adapter]:
+    ready, cert_dir = tmp / f"{name}-ready.json", tmp / f"{name}-certs"
+    log_path = tmp / f"{name}.log"
+    args = [
+        sys.executable, "-m", "adapter",
+        "--secure-port", "0",
+        "--bind-address", "127.0.0.1",
+        "--cert-dir", str(cert_dir),
+        "--static-pods", str(pods_file),
+        "--ready-file", str(ready),
+        "--authentication-skip",
+        "--log-level", "warning",
+    ]  # fmt: skip
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PUSHSCALE_ADAPTER_")}
+    with log_path.open("wb") as log_file:
+        # A process group of its own: Ctrl-C reaches the bench only, which stops the adapter.
+        process = subprocess.Popen(
+            args, stdout=log_file, stderr=subprocess.STDOUT, env=environ, process_group=0
+        )
+    running = Adapter(process, 0, cert_dir, log_path)
+    try:
+        os.sched_setaffinity(process.pid, {ADAPTER_CPU})
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the adapter did not start:\n{log_path.read_text()}")
+            time.sleep(0.05)
+        running.port = json.loads(ready.read_text())["port"]
+        yield running
+    finally:
+        running.stop()
+    log = log_path.read_text(errors="replace")
+    if process.returncode != 0 or "Traceback" in log:
+        say(f"adapter {name} exited {process.returncode}:\n{log}")
+
+
+def own_metrics(client: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = client.get("/metrics").raise_for_status().text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): float(sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float:
+    """Prometheus's histogram_quantile over cumulative counts {upper bound: count}: linear
+    inside the bucket; the highest finite bound when the rank lands in +Inf."""
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]]
+    if total <= 0:
+        return math.nan
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count >= rank:
+            if math.isinf(bound):
+                return lower
+            return lower + (bound - lower) * (rank - below) / max(count - below, 1e-9)
+        lower, below = bound, count
+    return lower
+
+
+def age_buckets(
+    before: Mapping[tuple[str, tuple[tuple[str, str], ...]], float],
+    after: Mapping[tuple[str, tuple[tuple[str, str], ...]], float],
+) -> dict[float, float]:
+    name = "pushscale_adapter_value_age_seconds_bucket"
+    return {
+        float(dict(labels)["le"]): value - before.get((sample, labels), 0.0)
+        for (sample, labels), value in after.items()
+        if sample == name
+    }
+
+
+def expected_values(inventory: Mapping[str, Any]) -> dict[str, float]:
+    """Each pod's exact socket_io_connected: every worker's count summed."""
+    return {pod["name"]: pod["workers"] * CONNECTED_PER_WORKER for pod in inventory["pods"]}
+
+
+def served_pods(response: httpx.Response, expected: Mapping[str, float]) -> int:
+    """Pods in an answer with their exact value (0 for an error status)."""
+    if response.status_code != 200:
+        return 0
+    return sum(
+        1
+        for item in response.json()["items"]
+        if float(item["value"]) == expected[item["describedObject"]["name"]]
+    )
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def say(text: str) -> None:
+    sys.stderr.write(f"\n{text}\n")
+    sys.stderr.flush()
+
+
+def measure_adapter(
+    running: Adapter, size: int, expected: Mapping[str, float], seconds: float, requests: int
+) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    with running.client() as client:
+        deadline = time.monotonic() + 60
+        while client.get("/readyz").status_code != 200:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the adapter never got ready:\n{running.log_path.read_text()}")
+            time.sleep(0.1)
+        time.sleep(WARM_UP_SECONDS)
+
+        # 1. Quiet: nothing but the rounds, two reads of /metrics at the ends.
+        before, cpu_before = own_metrics(client), cpu_seconds(running.process.pid)
+        for second in range(int(seconds)):
+            time.sleep(1)
+            draw_bar(f"{size} quiet", second + 1, int(seconds))
+        cpu_after, after = cpu_seconds(running.process.pid), own_metrics(client)
+        count = "pushscale_adapter_scrape_round_seconds_count", ()
+        rounds = after[count] - before[count]
+        figures["cpu_ms_per_round"] = 1000 * (cpu_after - cpu_before) / max(rounds, 1)
+        errors = sum(
+            value - before.get((sample, labels), 0.0)
+            for (sample, labels), value in after.items()
+            if sample == "pushscale_adapter_scrape_errors_total"
+        )
+        figures["failed_per_round"] = errors / max(rounds, 1)
+
+        # 2. The API, answering from the shared round; /debug/pods between requests.
+        durations: dict[int, float] = {}
+        latencies: list[float] = []
+        served: list[int] = []
+        before = own_metrics(client)
+        begin = time.monotonic()
+        next_poll = begin
+        for i in range(requests):
+            if time.monotonic() > begin + OVERTIME * seconds:
+                say(f"{size}: gave up after {i} of {requests} requests ({OVERTIME:g}x --seconds)")
+                break
+            # Poll /debug/pods while waiting for the request's slot (once, if behind).
+            while True:
+                now = time.monotonic()
+                if now >= next_poll:
+                    with contextlib.suppress(httpx.TimeoutException):
+                        debug = client.get("/debug/pods", params={"format": "json"}).json()
+                        durations[debug["round"]["number"]] = debug["round"]["durationSeconds"]
+                    next_poll = time.monotonic() + DEBUG_POLL_SECONDS
+                if now >= begin + i * seconds / requests:
+                    break
+                time.sleep(0.001)
+            started = time.perf_counter()
+            try:
+                response = client.get(API_PATH)
+                served.append(served_pods(response, expected))
+            except httpx.TimeoutException:
+                served.append(0)
+            latencies.append(1000 * (time.perf_counter() - started))
+            draw_bar(f"{size} api", i + 1, requests)
+        after = own_metrics(client)
+        ages = age_buckets(before, after)
+    round_ms = [1000 * d for d in durations.values()] or [math.nan]
+    figures.update(
+        rounds_seen=len(round_ms),
+        round_p50=statistics.median(round_ms),
+        round_p99=percentile(round_ms, 0.99),
+        api_p50=statistics.median(latencies),
+        api_p99=percentile(latencies, 0.99),
+        age_p50=histogram_quantile(0.5, ages),
+        age_p99=histogram_quantile(0.99, ages),
+        served_min=min(served),
+        answered=len(latencies),
+    )
+    return figures
+
+
+# Fresh: the adapter's app in-process, every request waiting for a round of its own.
+
+
+async def _fresh_requests(
+    pods_file: Path, size: int, expected: Mapping[str, float], count: int, planned_seconds: float
+) -> list[tuple[float, float, int]]:
+    from adapter.app import AppState, create_app
+    from adapter.discovery import StaticDiscovery
+    from adapter.instruments import Instruments
+    from adapter.rounds import Rounds
+    from adapter.scrape import Scraper, ScrapeSettings
+    from adapter.server import scrape_session
+
+    discovery = StaticDiscovery(pods_file)
+    timings: list[tuple[float, float, int]] = []
+    async with scrape_session() as session:
+        rounds = Rounds(
+            Scraper(session, ScrapeSettings()),
+            discovery,
+            interval_seconds=1.0,
+            # Never fresh enough: each request waits for a round of its own.
+            max_age_seconds=0.0,
+            keep_seconds=61.0,
+        )
+        # Rounds never fresh enough, answers never too old: every request waits for its own.
+        state = AppState(rounds, discovery, Instruments(), None, 60.0, max_value_age_seconds=60.0)
+        transport = httpx.ASGITransport(app=create_app(state))
+        async with httpx.AsyncClient(transport=transport, base_url="http://adapter") as api:
+            begin = time.monotonic()
+            for i in range(count + 1):
+                if i > 3 and time.monotonic() > begin + OVERTIME * planned_seconds:
+                    say(f"{size}: gave up after {i - 1} of {count} fresh requests")
+                    break
+                started = time.perf_counter()
+                response = await api.get(API_PATH)
+                elapsed = time.perf_counter() - started
+                if i:  # the first opened every connection
+                    duration = rounds.history[-1].duration_seconds
+                    served = served_pods(response, expected)
+                    timings.append((1000 * elapsed, 1000 * duration, served))
+                draw_bar(f"{size} fresh", i + 1, count + 1)
+                # Between the HPA's requests there is a round's worth of idle time too.
+                await asyncio.sleep(0.1)
+    return timings
+
+
+def measure_fresh(
+    pods_file: Path, size: int, expected: Mapping[str, float], count: int, seconds: float
+) -> dict[str, float]:
+    # The adapter's CPU, now that the adapter process is gone.
+    os.sched_setaffinity(0, {ADAPTER_CPU})
+    try:
+        timings = uvloop.run(_fresh_requests(pods_file, size, expected, count, seconds))
+    finally:
+        os.sched_setaffinity(0, {ENDPOINT_CPU})
+    return {
+        "fresh_p50": statistics.median(t for t, _, _ in timings),
+        "fresh_round_p50": statistics.median(r for _, r, _ in timings),
+        "fresh_served_min": min(s for _, _, s in timings),
+    }
+
+
+def verdict(figures: Mapping[str, float]) -> str:
+    missed = []
+    if figures["round_p99"] >= ROUND_TARGET_MS:
+        missed.append(f"round ≥ {ROUND_TARGET_MS:.0f} ms")
+    if figures["api_p99"] >= API_P99_TARGET_MS:
+        missed.append(f"API p99 ≥ {API_P99_TARGET_MS:.0f} ms")
+    if not figures["age_p99"] < AGE_TARGET_SECONDS:
+        missed.append(f"age ≥ {AGE_TARGET_SECONDS:.0f} s")
+    if figures["failed_per_round"]:
+        missed.append(f"{figures['failed_per_round']:.0f} endpoints failed per round")
+    if figures["served_min"] < figures["pods"]:
+        missed.append(f"as few as {figures['served_min']} pods served")
+    return "meets all" if not missed else "misses: " + "; ".join(missed)
+
+
+COLUMNS = (
+    ("endpoints", "{:.0f}"),
+    ("pods", "{:.0f}"),
+    ("round p50 ms", "{:.1f}"),
+    ("round p99 ms", "{:.1f}"),
+    ("API p50 ms", "{:.2f}"),
+    ("API p99 ms", "{:.2f}"),
+    ("fresh request p50 ms (one round)", "{:.1f}"),
+    ("CPU ms per round", "{:.1f}"),
+    ("value age p99 s", "{:.2f}"),
+)
+KEYS = (
+    "endpoints",
+    "pods",
+    "round_p50",
+    "round_p99",
+    "api_p50",
+    "api_p99",
+    "fresh_p50",
+    "cpu_ms_per_round",
+    "age_p99",
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10,100,400", help="worker endpoints per run")
+    parser.add_argument("--requests", type=int, default=500, help="API requests per size")
+    parser.add_argument("--seconds", type=float, default=10, help="per phase and size")
+    parser.add_argument("--fresh-requests", type=int, default=20, help="per size")
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")]
+
+    os.sched_setaffinity(0, {ENDPOINT_CPU})
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp_name, endpoints(max(sizes)) as served:
+        tmp = Path(tmp_name)
+        for size in sizes:
+            pods_file = tmp / f"pods-{size}.yaml"
+            inventory = static_pods(served["base"], size)
+            pods_file.write_text(yaml.safe_dump(inventory))
+            expected = expected_values(inventory)
+            figures: dict[str, Any] = {"endpoints": size, "pods": len(expected)}
+            with start_adapter(tmp, pods_file, f"adapter-{size}") as running:
+                figures.update(
+                    measure_adapter(running, size, expected, args.seconds, args.requests)
+                )
+            fresh = measure_fresh(pods_file, size, expected, args.fresh_requests, args.seconds)
+            figures.update(fresh)
+            results.append(figures)
+            sys.stderr.write("\n")
+
+    def per_size(key: str, fmt: str) -> str:
+        return ", ".join(f"{r['endpoints']}: {fmt.format(r[key])}" for r in results)
+
+    print()
+    print(
+        f"Worker /metrics body {served['bytes']} bytes. Adapter on CPU {ADAPTER_CPU}; "
+        f"endpoints and this client on CPU {ENDPOINT_CPU}."
+    )
+    print(f"Rounds sampled from /debug/pods: {per_size('rounds_seen', '{}')}.")
+    print(f"API requests made (of --requests): {per_size('answered', '{}')}.")
+    print(f"Endpoints failed per round: {per_size('failed_per_round', '{:.1f}')}.")
+    print(f"Value age p50 s: {per_size('age_p50', '{:.2f}')}.")
+    print(f"Fresh (in-process app, no TLS, one round each): round p50 ms "
+          f"{per_size('fresh_round_p50', '{:.1f}')}; fewest pods served "
+          f"{per_size('fresh_served_min', '{}')}.")  # fmt: skip
+    print()
+    header = [label for label, _ in COLUMNS] + ["verdict"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for figures in results:
+        cells = [fmt.format(figures[key]) for (_, fmt), key in zip(COLUMNS, KEYS, strict=True)]
+        print("| " + " | ".join([*cells, verdict(figures)]) + " |")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        # Every process is stopped by now: the context managers above unwound first.
+        sys.exit(130)
