@@ -19,41 +19,29 @@ import logging
 import os
 import signal
 import socket
-import sys
 from collections.abc import AsyncIterator, Sequence
 
 import httpx
-import uvloop
 
 from adapter.controller.instruments import Instruments
 from adapter.controller.lease import LeaderElector, LeadershipLost
 from adapter.controller.rebalance import ShedClient
 from adapter.controller.reconcile import Reconciler
-from adapter.controller.settings import ControllerSettings, SettingsError, parse_settings
+from adapter.controller.settings import ControllerSettings, parse_settings
 from adapter.errors import StartupError
 from adapter.kube import KubeApi, KubeError
-from pushserver.logs import configure_logging
+from pushscale.program import run_program
 
 log = logging.getLogger("pushscale.controller")
 
-EXIT_USAGE = 2
-EXIT_STARTUP = 1
 EXIT_LOST = 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        settings = parse_settings(sys.argv[1:] if argv is None else argv, os.environ)
-    except SettingsError as exc:
-        print(f"pushscale controller: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    configure_logging(settings.log_level, "controller")
-    try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(run(settings))
-    except StartupError as exc:
-        log.error("cannot start: %s", exc)
-        return EXIT_STARTUP
+    return run_program(
+        "pushscale controller", argv, parse_settings, run,
+        log_name=lambda _: "controller", startup_errors=(StartupError,),
+    )  # fmt: skip
 
 
 def identity() -> str:

@@ -1,0 +1,55 @@
+"""How every long-running `pushscale` program starts: settings, logging, its event loop.
+
+`pushserver.cli`, `adapter.cli` and `adapter.controller.cli` each call `run_program` with their
+own settings parser and coroutine, so the three share one behaviour: a bad flag is one line and
+exit code 2, a start-up failure one `cannot start:` line and exit code 1, otherwise the
+coroutine's own exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+
+import uvloop
+
+from pushscale.options import SettingsError
+from pushserver.logs import configure_logging
+
+EXIT_STARTUP = 1
+EXIT_USAGE = 2
+
+
+class HasLogLevel(Protocol):
+    @property
+    def log_level(self) -> str: ...
+
+
+S = TypeVar("S", bound=HasLogLevel)
+
+
+def run_program(
+    prog: str,
+    argv: Sequence[str] | None,
+    parse: Callable[[Sequence[str], Mapping[str, str]], S],
+    main: Callable[[S], Coroutine[Any, Any, int]],
+    *,
+    log_name: Callable[[S], str],
+    startup_errors: tuple[type[Exception], ...],
+) -> int:
+    try:
+        settings = parse(sys.argv[1:] if argv is None else argv, os.environ)
+    except SettingsError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(settings.log_level, log_name(settings))
+    try:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(main(settings))
+    except startup_errors as exc:
+        logging.getLogger(f"pushscale.{log_name(settings)}").error("cannot start: %s", exc)
+        return EXIT_STARTUP
