@@ -34,8 +34,14 @@ def _simulate(argv: Sequence[str]) -> int:
     return main(argv)
 
 
-# A later issue adds `demo` here.
+def _demo(argv: Sequence[str]) -> int:
+    from pushscale.demo.cli import main
+
+    return main(argv)
+
+
 COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
+    "demo": (_demo, "the whole system on this machine, with live viewers (start here)"),
     "server": (_server, "run the push server (supervisor + workers)"),
     "adapter": (_adapter, "serve the custom metrics API (exact per-pod sums) to the HPA"),
     "controller": (_controller, "scale down with hysteresis that survives reconnect storms"),

@@ -1,0 +1,356 @@
+"""The load generator of `pushscale demo`: processes holding thousands of socket.io viewers.
+
+`pushscale.demo.stack` starts agents through `LoadGenerator.spawn`: each is `python -m
+pushscale.loadgen` and takes one JSON command per line on stdin (`target`, `churn`, `status`,
+`freeze`), answering each with one JSON status line on stdout. An agent keeps `target` viewers
+(`pushscale.sioclient`), each connecting to one of the push server ports picked at random (what
+the Service's load balancing does in a cluster), at most `--rate` new viewers a second. A viewer
+whose transport closes (a shed, a drain) reconnects as socket.io-client does, after
+`adapter.simulator.backoff`'s delays with the given options (the seed's: 10 s, at most 20 s,
+randomization 1), to a port picked again. Stdin closing — the demo ended, however — closes every
+viewer and ends the agent, so an agent never outlives the demo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import signal
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from adapter.simulator.backoff import ClientOptions, duration_ms
+from pushscale.sioclient import SERVER_DISCONNECT, SocketIOClient
+from pushserver.limits import raise_open_file_limit
+
+# The games viewers join, so the rooms look like a few live matches.
+GAMES = 8
+_PACE_SECONDS = 0.02
+_ANSWER_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(eq=False)
+class _Viewer:
+    number: int
+    client: SocketIOClient | None = None
+    attempt: int = 0  # reconnect attempts since the last success (socket.io's backoff.attempts)
+    retry: asyncio.TimerHandle | None = None
+    seen_connected: bool = False
+    left: bool = False
+
+
+@dataclass
+class _Agent:
+    host: str
+    ports: tuple[int, ...]
+    options: ClientOptions
+    rate: float
+    rng: random.Random = field(default_factory=random.Random)
+    target: int = 0
+    frozen: bool = False
+    viewers: dict[int, _Viewer] = field(default_factory=dict)
+    connected: Counter[int] = field(default_factory=Counter)
+    numbered: int = 0
+    connects: int = 0
+    reconnects: int = 0
+    failures: int = 0
+    dropped: int = 0
+    last_error: str | None = None
+    _opening: set[asyncio.Future[Any]] = field(default_factory=set)
+
+    async def pace_forever(self) -> None:
+        """Add viewers up to the target, at most `rate` a second."""
+        loop = asyncio.get_running_loop()
+        allowance, last = 0.0, loop.time()
+        while True:
+            await asyncio.sleep(_PACE_SECONDS)
+            now = loop.time()
+            allowance = min(allowance + self.rate * (now - last), self.rate * 0.1 + 1)
+            last = now
+            while not self.frozen and len(self.viewers) < self.target and allowance >= 1:
+                allowance -= 1
+                self.numbered += 1
+                viewer = _Viewer(self.numbered)
+                self.viewers[viewer.number] = viewer
+                self._connect(viewer)
+
+    def _connect(self, viewer: _Viewer) -> None:
+        viewer.retry = None
+        if viewer.left or self.frozen:
+            return
+        port = self.rng.choice(self.ports)
+        game = str(viewer.number % GAMES)
+        client = SocketIOClient(
+            self.host, port, game,
+            lambda c: self._on_connected(viewer, c),
+            lambda c, reason, was: self._on_closed(viewer, c, reason, was),
+        )  # fmt: skip
+        viewer.client = client
+        opening = asyncio.ensure_future(
+            asyncio.get_running_loop().create_connection(lambda: client, self.host, port)
+        )
+        self._opening.add(opening)
+
+        def opened(task: asyncio.Future[Any]) -> None:
+            self._opening.discard(task)
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                client.fail(f"connect: {getattr(exc, 'strerror', None) or exc}")
+
+        opening.add_done_callback(opened)
+
+    def _on_connected(self, viewer: _Viewer, client: SocketIOClient) -> None:
+        self.connected[client.port] += 1
+        self.connects += 1
+        if viewer.seen_connected:
+            self.reconnects += 1
+        viewer.seen_connected = True
+        viewer.attempt = 0  # socket.io-client resets its backoff on a successful open
+
+    def _on_closed(self, viewer: _Viewer, client: SocketIOClient, reason: str, was: bool) -> None:
+        if was:
+            self.connected[client.port] -= 1
+        if viewer.client is client:
+            viewer.client = None
+        if viewer.left:
+            return
+        if reason == SERVER_DISCONNECT:
+            # socket.io-client does not come back after this; a new viewer takes the place.
+            self.dropped += 1
+            self.viewers.pop(viewer.number, None)
+            return
+        if not was:
+            self.failures += 1
+            self.last_error = reason
+        if self.frozen:
+            return
+        delay = duration_ms(self.options, viewer.attempt, self.rng.random()) / 1000
+        viewer.attempt += 1
+        viewer.retry = asyncio.get_running_loop().call_later(delay, self._connect, viewer)
+
+    def _leave(self, viewer: _Viewer) -> None:
+        viewer.left = True
+        if viewer.retry is not None:
+            viewer.retry.cancel()
+        if viewer.client is not None:
+            viewer.client.leave()
+        self.viewers.pop(viewer.number, None)
+
+    def set_target(self, count: int) -> None:
+        self.target = max(0, count)
+        excess = len(self.viewers) - self.target
+        if excess > 0:
+            for viewer in self.rng.sample(list(self.viewers.values()), excess):
+                self._leave(viewer)
+
+    def churn(self, count: int) -> None:
+        """`count` viewers leave; the pacer brings as many new ones."""
+        for viewer in self.rng.sample(list(self.viewers.values()), min(count, len(self.viewers))):
+            self._leave(viewer)
+
+    def freeze(self) -> None:
+        """No more connects or reconnects: the demo is stopping and the servers drain."""
+        self.frozen = True
+        for viewer in self.viewers.values():
+            if viewer.retry is not None:
+                viewer.retry.cancel()
+                viewer.retry = None
+
+    def leave_all(self) -> None:
+        self.frozen = True
+        for viewer in list(self.viewers.values()):
+            self._leave(viewer)
+
+    def status(self) -> dict[str, Any]:
+        states = Counter(
+            "waiting" if v.retry is not None else "connecting"
+            for v in self.viewers.values()
+            if v.client is None or not v.client.connected
+        )
+        return {
+            "connected": {str(port): self.connected[port] for port in self.ports},
+            "viewers": len(self.viewers),
+            "target": self.target,
+            "connecting": states["connecting"],
+            "waiting": states["waiting"],
+            "connects": self.connects,
+            "reconnects": self.reconnects,
+            "failures": self.failures,
+            "dropped": self.dropped,
+            "lastError": self.last_error,
+        }
+
+
+async def _serve(agent: _Agent) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    done = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, done.set)
+    pacer = asyncio.create_task(agent.pace_forever())
+    lines = asyncio.create_task(_commands(agent, reader))
+    ender = asyncio.create_task(done.wait())
+    await asyncio.wait({lines, ender, pacer}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (lines, ender, pacer):
+        task.cancel()
+    agent.leave_all()
+    # Let the goodbyes reach the sockets before the process exits.
+    await asyncio.sleep(0.3)
+
+
+async def _commands(agent: _Agent, reader: asyncio.StreamReader) -> None:
+    while line := await reader.readline():
+        command = json.loads(line)
+        op, count = command.get("op"), int(command.get("count", 0))
+        if op == "target":
+            agent.set_target(count)
+        elif op == "churn":
+            agent.churn(count)
+        elif op == "freeze":
+            agent.freeze()
+        sys.stdout.write(json.dumps(agent.status()) + "\n")
+        sys.stdout.flush()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pushscale.loadgen")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--ports", required=True, help="comma-separated client ports")
+    parser.add_argument("--rate", type=float, default=500.0, help="new viewers per second")
+    parser.add_argument("--reconnect-delay-ms", type=float, default=10_000)
+    parser.add_argument("--reconnect-delay-max-ms", type=float, default=20_000)
+    parser.add_argument("--randomization-factor", type=float, default=1.0)
+    args = parser.parse_args(argv)
+    # The demo owns Ctrl-C; this process ends when told to, or when its stdin closes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise_open_file_limit()
+    options = ClientOptions(
+        reconnection_delay_ms=args.reconnect_delay_ms,
+        reconnection_delay_max_ms=args.reconnect_delay_max_ms,
+        randomization_factor=args.randomization_factor,
+    )
+    ports = tuple(int(port) for port in args.ports.split(","))
+    uvloop.run(_serve(_Agent(args.host, ports, options, args.rate)))
+    return 0
+
+
+@dataclass(frozen=True)
+class LoadStatus:
+    """What the viewers themselves report, summed over the agents."""
+
+    connected: dict[int, int]  # by client port
+    viewers: int = 0
+    target: int = 0
+    connecting: int = 0
+    waiting: int = 0
+    connects: int = 0
+    reconnects: int = 0
+    failures: int = 0
+    dropped: int = 0
+    last_error: str | None = None
+
+    @classmethod
+    def merge(cls, answers: Sequence[dict[str, Any]]) -> LoadStatus:
+        connected: Counter[int] = Counter()
+        for answer in answers:
+            connected.update({int(port): n for port, n in answer["connected"].items()})
+        errors = [a["lastError"] for a in answers if a.get("lastError")]
+        sums = {
+            name: sum(int(a[key]) for a in answers)
+            for name, key in (("viewers", "viewers"), ("target", "target"),
+                              ("connecting", "connecting"), ("waiting", "waiting"),
+                              ("connects", "connects"), ("reconnects", "reconnects"),
+                              ("failures", "failures"), ("dropped", "dropped"))
+        }  # fmt: skip
+        return cls(dict(connected), last_error=errors[-1] if errors else None, **sums)
+
+
+class LoadGenerator:
+    """The demo's end of the pipes to its agents."""
+
+    def __init__(self, processes: list[asyncio.subprocess.Process]) -> None:
+        self.processes = processes
+        self._locks = [asyncio.Lock() for _ in processes]
+
+    @classmethod
+    async def spawn(
+        cls, count: int, ports: Sequence[int], rate: float, options: ClientOptions,
+        log_dir: Path, env: dict[str, str],
+    ) -> LoadGenerator:  # fmt: skip
+        processes = []
+        for i in range(count):
+            with (log_dir / f"loadgen-{i}.log").open("wb") as log:
+                processes.append(
+                    await asyncio.create_subprocess_exec(
+                        sys.executable, "-m", "pushscale.loadgen",
+                        "--ports", ",".join(map(str, ports)), "--rate", str(rate / count),
+                        "--reconnect-delay-ms", str(options.reconnection_delay_ms),
+                        "--reconnect-delay-max-ms", str(options.reconnection_delay_max_ms),
+                        "--randomization-factor", str(options.randomization_factor),
+                        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                        stderr=log, env=env, start_new_session=True,
+                    )
+                )  # fmt: skip
+        return cls(processes)
+
+    async def _ask(self, index: int, op: str, count: int = 0) -> dict[str, Any]:
+        process = self.processes[index]
+        assert process.stdin is not None and process.stdout is not None
+        async with self._locks[index]:
+            process.stdin.write(json.dumps({"op": op, "count": count}).encode() + b"\n")
+            await process.stdin.drain()
+            async with asyncio.timeout(_ANSWER_TIMEOUT_SECONDS):
+                line = await process.stdout.readline()
+        if not line:
+            raise ConnectionError(f"load generator {index} (pid {process.pid}) is gone")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    async def _each(self, op: str, total: int = 0) -> LoadStatus:
+        n = len(self.processes)
+        shares = [total // n + (1 if i < total % n else 0) for i in range(n)]
+        return LoadStatus.merge(
+            await asyncio.gather(*(self._ask(i, op, shares[i]) for i in range(n)))
+        )
+
+    async def set_target(self, total: int) -> LoadStatus:
+        return await self._each("target", total)
+
+    async def churn(self, total: int) -> LoadStatus:
+        return await self._each("churn", total)
+
+    async def status(self) -> LoadStatus:
+        return await self._each("status")
+
+    async def freeze(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._each("freeze")
+
+    def dead(self) -> list[asyncio.subprocess.Process]:
+        return [p for p in self.processes if p.returncode is not None]
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Close every agent's stdin (each then closes its viewers and exits)."""
+        for process in self.processes:
+            if process.stdin is not None and not process.stdin.is_closing():
+                process.stdin.close()
+        for process in self.processes:
+            try:
+                async with asyncio.timeout(timeout):
+                    await process.wait()
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
