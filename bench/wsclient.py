@@ -1,6 +1,8 @@
 """A minimal, fast socket.io-over-websocket client for load generation (asyncio protocol).
 
-A load generator must not be the bottleneck: this client speaks just enough of RFC 6455,
+The bench's variant of `pushscale.sioclient` (the demo's viewers), which also notes when each
+event arrives for latency; both write frames with `pushscale.sioclient.frame`. A load generator
+must not be the bottleneck: this client speaks just enough of RFC 6455,
 engine.io v4 and socket.io v4 (handshake, join a game, answer heartbeats, note event arrival
 times) in one small protocol object per connection, with no task per connection. Frames it
 sends are masked with a zero key (legal, and no XOR needed).
@@ -14,24 +16,14 @@ import time
 from collections.abc import Callable
 from typing import cast
 
+from pushscale.sioclient import frame
+
 _UPGRADE = (
     "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
     "Host: 127.0.0.1:{port}\r\n"
     "Upgrade: websocket\r\nConnection: Upgrade\r\n"
     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 )
-
-
-def frame(data: str | bytes, opcode: int = 0x1) -> bytes:
-    payload = data.encode() if isinstance(data, str) else data
-    length = len(payload)
-    if length < 126:
-        header = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
-    elif length < 65536:
-        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
-    else:
-        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
-    return header + b"\x00\x00\x00\x00" + payload
 
 
 class SocketIOClient(asyncio.Protocol):
