@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from pushscale.options import Option, SettingsError, add_options, option_values, switch
+from pushscale.options import Option, SettingsError, option_values, options_parser, switch
 
 ENV_PREFIX = "PUSHSCALE_ADAPTER_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -101,15 +101,14 @@ _OPTIONS = (
 )  # fmt: skip
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="pushscale adapter")
-    parser.description = (
+def build_parser() -> argparse.ArgumentParser:
+    return options_parser(
+        "pushscale adapter",
         "Serve the Kubernetes custom metrics API (custom.metrics.k8s.io v1beta1 and v1beta2) "
-        "with exact per-pod sums over every push server worker. Every flag has an environment "
-        f"twin {ENV_PREFIX}<FLAG_NAME>."
+        "with exact per-pod sums over every push server worker.",
+        _OPTIONS,
+        ENV_PREFIX,
     )
-    add_options(parser, _OPTIONS, ENV_PREFIX)
-    return parser
 
 
 def settings_from_namespace(

@@ -43,6 +43,18 @@ def switch(text: str) -> bool:
     raise ValueError("expected true or false")
 
 
+def options_parser(
+    prog: str, description: str, options: Sequence[Option], prefix: str
+) -> argparse.ArgumentParser:
+    """A program's parser: its description, then every option with its environment twin."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=f"{description} Every flag has an environment twin {prefix}<FLAG_NAME>.",
+    )
+    add_options(parser, options, prefix)
+    return parser
+
+
 def add_options(parser: argparse.ArgumentParser, options: Sequence[Option], prefix: str) -> None:
     for option in options:
         help_text = f"{option.help} [{option.env(prefix)}]"

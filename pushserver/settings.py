@@ -16,7 +16,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pushscale.options import Option, SettingsError, add_options, option_values, read_secret_file
+from pushscale.options import (
+    Option,
+    SettingsError,
+    option_values,
+    options_parser,
+    read_secret_file,
+)
 
 ENV_PREFIX = "PUSHSCALE_"
 __all__ = ["ENV_PREFIX", "ServerSettings", "SettingsError", "parse_settings"]
@@ -146,15 +152,14 @@ _OPTIONS = (
 _RENAMED = {"event_rate": "event_rate_per_second"}
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="pushscale server")
-    parser.description = (
+def build_parser() -> argparse.ArgumentParser:
+    return options_parser(
+        "pushscale server",
         "Run the instrumented socket.io push server: a supervisor and N workers sharing one "
-        "client port, each worker with its own /metrics. Every flag has an environment twin "
-        f"{ENV_PREFIX}<FLAG_NAME>."
+        "client port, each worker with its own /metrics.",
+        _OPTIONS,
+        ENV_PREFIX,
     )
-    add_options(parser, _OPTIONS, ENV_PREFIX)
-    return parser
 
 
 def settings_from_namespace(

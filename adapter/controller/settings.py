@@ -18,8 +18,8 @@ from adapter.controller.lease import LeaseTiming
 from pushscale.options import (
     Option,
     SettingsError,
-    add_options,
     option_values,
+    options_parser,
     read_secret_file,
     switch,
 )
@@ -114,15 +114,14 @@ _OPTIONS = (
 )  # fmt: skip
 
 
-def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    parser = parser or argparse.ArgumentParser(prog="pushscale controller")
-    parser.description = (
+def build_parser() -> argparse.ArgumentParser:
+    return options_parser(
+        "pushscale controller",
         "Scale push server Deployments down with hysteresis that survives reconnect storms, for "
-        'HPAs annotated pushscale.io/hysteresis: "true" (their scale-down disabled). Every flag '
-        f"has an environment twin {ENV_PREFIX}<FLAG_NAME>."
+        'HPAs annotated pushscale.io/hysteresis: "true" (their scale-down disabled).',
+        _OPTIONS,
+        ENV_PREFIX,
     )
-    add_options(parser, _OPTIONS, ENV_PREFIX)
-    return parser
 
 
 def own_namespace(path: str = SERVICE_ACCOUNT_NAMESPACE) -> str:

@@ -7,7 +7,6 @@ has an environment twin `PUSHSCALE_DEMO_FOO_BAR`; a flag wins over its variable.
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from pathlib import Path
 from adapter.simulator.backoff import ClientOptions
 from adapter.simulator.scenarios import SCENARIOS
 from pushscale.demo.stack import StackPlan
-from pushscale.options import Option, SettingsError, add_options, option_values
+from pushscale.options import Option, SettingsError, option_values, options_parser
 
 ENV_PREFIX = "PUSHSCALE_DEMO_"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -135,14 +134,14 @@ _RENAMED = {"duration": "duration_seconds", "move_every": "move_every_seconds",
 
 
 def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> DemoSettings:
-    parser = argparse.ArgumentParser(
-        prog="pushscale demo",
-        description="Run the whole system on this machine: an embedded Redis, two push server "
-        "pods, the adapter over TLS and a few thousand socket.io viewers; show per pod and per "
-        "worker what the adapter serves next to what the viewers say. Every flag has an "
-        f"environment twin {ENV_PREFIX}<FLAG_NAME>.",
+    parser = options_parser(
+        "pushscale demo",
+        "Run the whole system on this machine: an embedded Redis, two push server pods, the "
+        "adapter over TLS and a few thousand socket.io viewers; show per pod and per worker "
+        "what the adapter serves next to what the viewers say.",
+        _OPTIONS,
+        ENV_PREFIX,
     )
-    add_options(parser, _OPTIONS, ENV_PREFIX)
     values = option_values(_OPTIONS, parser.parse_args(list(argv)), environ, ENV_PREFIX)
     settings = DemoSettings(**{_RENAMED.get(k, k): v for k, v in values.items()})
     settings.validate()
