@@ -84,7 +84,8 @@ async def run(
             reconciler = Reconciler(
                 api, settings, instruments, identity=holder, leading=elector.leading, shed=shed
             )
-            await elector.lead(reconciler.run, stop)
+            async with _heartbeat(instruments):
+                await elector.lead(reconciler.run, stop)
     except LeadershipLost as exc:
         log.error("leadership lost, exiting: %s", exc)
         return EXIT_LOST
@@ -95,6 +96,24 @@ async def run(
             api.close()
     log.info("stopped")
     return 0
+
+
+@contextlib.asynccontextmanager
+async def _heartbeat(instruments: Instruments) -> AsyncIterator[None]:
+    """Beat every second while the controller runs: /healthz fails when the loop stops."""
+
+    async def beat() -> None:
+        while True:
+            instruments.beat()
+            await asyncio.sleep(1.0)
+
+    task = asyncio.create_task(beat(), name="controller-heartbeat")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _kube_api(settings: ControllerSettings) -> KubeApi:

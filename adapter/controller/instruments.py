@@ -4,21 +4,32 @@
 stood in for one), `scaled_down` after a scale patch went through, `failed` for each Warning
 and `observe_sync` once per sync; `adapter.controller.lease` flips `leader` through the
 elector's `on_change`; the rebalancer counts its shed requests. `serve` starts the HTTP
-endpoint in a thread (prometheus_client's own server: one GET path, no framework needed).
+endpoint in a thread (prometheus_client's own server, no framework needed): `/metrics`, and
+`/healthz` for the kubelet's liveness probe, which fails once the event loop stopped calling
+`beat` (a hung or blocked loop: leader and standby alike beat every second).
 """
 
 from __future__ import annotations
 
 import threading
-from wsgiref.simple_server import WSGIServer
+import time
+from collections.abc import Iterable
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.types import StartResponse, WSGIEnvironment
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
+
+# A loop that has not beaten for this long is stuck: a sync that blocks it for longer than the
+# kubelet's probe period times its failure threshold gets the container restarted.
+STALE_SECONDS = 30.0
 
 _SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 class Instruments:
     def __init__(self) -> None:
+        self.last_beat = time.monotonic()
         self.registry = CollectorRegistry(auto_describe=True)
         self.decisions = Counter(
             "pushscale_controller_decisions_total",
@@ -85,7 +96,34 @@ class Instruments:
     def set_leader(self, leading: bool) -> None:
         self.leader.set(1 if leading else 0)
 
+    def beat(self) -> None:
+        self.last_beat = time.monotonic()
+
     def serve(self, port: int, address: str) -> tuple[WSGIServer, threading.Thread]:
-        """/metrics over plain HTTP; `server.shutdown()` stops it. Raises OSError when the port
-        cannot be bound."""
-        return start_http_server(port, address, registry=self.registry)
+        """/metrics and /healthz over plain HTTP; `server.shutdown()` stops it. Raises OSError
+        when the port cannot be bound."""
+        metrics = make_wsgi_app(self.registry)
+
+        def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+            if environ.get("PATH_INFO") != "/healthz":
+                body: Iterable[bytes] = metrics(environ, start_response)
+                return body
+            silent = time.monotonic() - self.last_beat
+            healthy = silent < STALE_SECONDS
+            status = "200 OK" if healthy else "503 Service Unavailable"
+            start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+            text = "ok" if healthy else f"the event loop has not run for {silent:.0f} s"
+            return [text.encode()]
+
+        server = make_server(address, port, app, ThreadingWSGIServer, handler_class=_Quiet)
+        thread = threading.Thread(target=server.serve_forever, name="controller-metrics")
+        thread.daemon = True
+        thread.start()
+        return server, thread
+
+
+class _Quiet(WSGIRequestHandler):
+    """No access log line per scrape and probe."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass

@@ -1394,6 +1394,14 @@ async def test_controller_runs_with_the_manifests_arguments(
         await until(lambda: bool(fake.events(NAMESPACE)), "a decision", processes[-1])
         reasons = {e["reason"] for e in fake.events(NAMESPACE)}
         assert reasons <= {"ScaleDown", "ScaleDownHeld", "NoScaleDown"}, processes[-1].log()
+        # The liveness probe's path answers on the port the container declares for it.
+        served = re.search(r"serving metrics on http://[^:]+:(\d+)/metrics", processes[-1].log())
+        assert served is not None, processes[-1].log()
+        liveness = container(run.deployment)["livenessProbe"]["httpGet"]
+        assert container_port(run.deployment, liveness["port"]) == 9200
+        async with httpx.AsyncClient() as http:
+            probe = await http.get(f"http://127.0.0.1:{served[1]}{liveness['path']}")
+        assert probe.status_code == 200, probe.text
         lease_name = controller_settings.ControllerSettings().lease_name
         lease = fake.lease(NAMESPACE, lease_name)
         assert lease is not None and lease["spec"]["holderIdentity"]
