@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import eventually, start_server
+from tests.conftest import eventually, free_port_block, start_server
 
 
 async def test_a_killed_worker_is_restarted_and_its_sibling_is_untouched(push_server, viewers):
@@ -109,16 +109,18 @@ def test_a_second_server_on_the_same_port_is_refused(tmp_path, redis_url):
 
 
 def test_a_taken_metrics_port_is_reported(redis_url):
+    # Worker 1's port is taken; worker 0's must be free, or the error names it instead.
+    first = free_port_block(2)
+    port = first + 1
     with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", 0))
+        squatter.bind(("127.0.0.1", port))
         squatter.listen()
-        port = squatter.getsockname()[1]
         result = _run(
             [
                 "--port",
                 "0",
                 "--metrics-port",
-                str(port - 1),
+                str(first),
                 "--workers",
                 "2",
                 "--redis-url",
