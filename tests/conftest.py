@@ -125,6 +125,26 @@ def sample(text: str, name: str, default: float | None = None, **labels: str) ->
 ServerFactory = Callable[..., RunningServer]
 
 
+def spawn_until_ready(
+    args: list[str], environ: dict[str, str], log_path: Path, ready: Path, what: str,
+    timeout: float,
+) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:  # fmt: skip
+    """Start a program that writes its `--ready-file` once serving; its output goes to
+    `log_path`. Fails with the log when it exits or is not ready in time."""
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=environ)
+    deadline = time.monotonic() + timeout
+    while not ready.exists():
+        if process.poll() is not None:
+            raise AssertionError(f"{what} exited {process.returncode}:\n{log_path.read_text()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"{what} not ready in {timeout:g} s:\n{log_path.read_text()}")
+        time.sleep(0.05)
+    info: dict[str, Any] = json.loads(ready.read_text())
+    return process, info
+
+
 def free_port_block(count: int) -> int:
     """A first port of `count` consecutive free ones, below the usual ephemeral range (so a
     client's outgoing connection does not take one meanwhile): for `--metrics-port`, whose
@@ -186,17 +206,7 @@ def start_server(
     environ = {**os.environ, **(env or {})}
     if token:
         environ["PUSHSCALE_PUBLISH_TOKEN"] = token
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=environ)
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        if process.poll() is not None:
-            raise AssertionError(f"server exited {process.returncode}:\n{log_path.read_text()}")
-        if time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"server not ready in 60 s:\n{log_path.read_text()}")
-        time.sleep(0.05)
-    info = json.loads(ready.read_text())
+    process, info = spawn_until_ready(args, environ, log_path, ready, "server", 60)
     return RunningServer(
         process, info["port"], info["metrics_ports"], info["workers"], log_path, token, name
     )

@@ -10,7 +10,6 @@ until it is the expected one.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import ssl
@@ -26,6 +25,8 @@ import httpx
 import pytest
 import trustme
 import yaml
+
+from tests.conftest import spawn_until_ready
 
 
 @dataclass
@@ -121,17 +122,8 @@ def start_adapter(
         *(extra if extra is not None else ["--authentication-skip"]),
     ]  # fmt: skip
     environ = {k: v for k, v in os.environ.items() if not k.startswith("PUSHSCALE_ADAPTER_")}
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=environ)
-    deadline = time.monotonic() + 30
-    while not ready.exists():
-        if process.poll() is not None:
-            raise AssertionError(f"adapter exited {process.returncode}:\n{log_path.read_text()}")
-        if time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"adapter not ready in 30 s:\n{log_path.read_text()}")
-        time.sleep(0.05)
-    return RunningAdapter(process, json.loads(ready.read_text())["port"], cert_dir, log_path)
+    process, info = spawn_until_ready(args, environ, log_path, ready, "adapter", 30)
+    return RunningAdapter(process, info["port"], cert_dir, log_path)
 
 
 @pytest.fixture
