@@ -13,15 +13,18 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from pushscale.options import Option, SettingsError, option_values, options_parser, switch
+from pushscale.options import (
+    Option,
+    SettingsError,
+    check_log_level,
+    comma_list,
+    option_values,
+    options_parser,
+    switch,
+)
 
 ENV_PREFIX = "PUSHSCALE_ADAPTER_"
-LOG_LEVELS = ("debug", "info", "warning", "error")
 __all__ = ["AdapterSettings", "SettingsError", "parse_settings"]
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,7 @@ class AdapterSettings:
             raise SettingsError("--rate-window-seconds must hold at least two scrape intervals")
         if self.max_scrape_bytes < 1024:
             raise SettingsError("--max-scrape-bytes must be at least 1024")
-        if self.log_level not in LOG_LEVELS:
-            raise SettingsError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
+        check_log_level(self.log_level)
 
 
 _OPTIONS = (
@@ -85,7 +87,7 @@ _OPTIONS = (
     Option("--cert-dir", str, "where a self-signed pair is made without the two files above"),
     Option("--requestheader-client-ca-file", str,
            "CA of the aggregator's client certificates (default: read from the cluster)"),
-    Option("--requestheader-allowed-names", _names,
+    Option("--requestheader-allowed-names", comma_list,
            "comma-separated common names allowed to set X-Remote-* headers (empty = any)"),
     Option("--kubeconfig", str, "kubeconfig file (default: in-cluster config)"),
     Option("--static-pods", str, "YAML file of pods to scrape, instead of the pod watch"),

@@ -33,6 +33,19 @@ class Option:
         return prefix + self.dest.upper()
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def check_log_level(level: str) -> None:
+    if level not in LOG_LEVELS:
+        raise SettingsError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
+
+
+def comma_list(text: str) -> tuple[str, ...]:
+    """`a, b,,c` → ("a", "b", "c")."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 def switch(text: str) -> bool:
     """A boolean flag's value: `--flag` alone, or true/false/1/0/yes/no in the environment."""
     lowered = text.strip().lower()

@@ -19,6 +19,8 @@ from typing import Any
 from pushscale.options import (
     Option,
     SettingsError,
+    check_log_level,
+    comma_list,
     option_values,
     options_parser,
     read_secret_file,
@@ -100,8 +102,7 @@ class ServerSettings:
             raise SettingsError("--shed-buffer must be >= 0 and below --recommended-connections")
         if self.shed_interval_ms < 0:
             raise SettingsError("--shed-interval-ms must be 0 or more")
-        if self.log_level not in LOG_LEVELS:
-            raise SettingsError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
+        check_log_level(self.log_level)
 
     def metrics_port_of(self, worker: int) -> int:
         return self.metrics_port + worker
@@ -114,13 +115,6 @@ class ServerSettings:
         raw: dict[str, Any] = json.loads(text)
         raw["cors_allowed_origins"] = tuple(raw["cors_allowed_origins"])
         return cls(**raw)
-
-
-LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-def _origins(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 _OPTIONS = (
@@ -143,7 +137,7 @@ _OPTIONS = (
     Option("--max-connections", int, "refuse new websockets (503) above this (default 15000)"),
     Option("--admin-token", str, "bearer token for POST /admin/shed on the metrics ports"),
     Option("--admin-token-file", str, "file holding the admin token"),
-    Option("--cors-allowed-origins", _origins, "comma-separated allowed Origins (default *)"),
+    Option("--cors-allowed-origins", comma_list, "comma-separated allowed Origins (default *)"),
     Option("--log-level", str, "debug, info, warning or error (default info)"),
     Option("--ready-file", str, "write the bound ports here as JSON once every worker is ready"),
 )

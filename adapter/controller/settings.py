@@ -18,6 +18,7 @@ from adapter.controller.lease import LeaseTiming
 from pushscale.options import (
     Option,
     SettingsError,
+    check_log_level,
     option_values,
     options_parser,
     read_secret_file,
@@ -25,7 +26,6 @@ from pushscale.options import (
 )
 
 ENV_PREFIX = "PUSHSCALE_CONTROLLER_"
-LOG_LEVELS = ("debug", "info", "warning", "error")
 # Where a pod finds its own namespace (the service account's mounted token volume).
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 __all__ = ["ControllerSettings", "SettingsError", "parse_settings"]
@@ -86,8 +86,7 @@ class ControllerSettings:
             raise SettingsError(f"--metrics-port must be a TCP port, not {self.metrics_port}")
         if self.event_repeat_seconds < 0:
             raise SettingsError("--event-repeat-seconds must be >= 0")
-        if self.log_level not in LOG_LEVELS:
-            raise SettingsError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
+        check_log_level(self.log_level)
 
 
 _OPTIONS = (

@@ -15,10 +15,15 @@ from pathlib import Path
 from adapter.simulator.backoff import ClientOptions
 from adapter.simulator.scenarios import SCENARIOS
 from pushscale.demo.stack import StackPlan
-from pushscale.options import Option, SettingsError, option_values, options_parser
+from pushscale.options import (
+    Option,
+    SettingsError,
+    check_log_level,
+    option_values,
+    options_parser,
+)
 
 ENV_PREFIX = "PUSHSCALE_DEMO_"
-LOG_LEVELS = ("debug", "info", "warning", "error")
 # One agent process holds at most this many viewers: this machine allows 20000 open files a
 # process, and each viewer is one socket.
 MAX_CLIENTS_PER_AGENT = 8000
@@ -75,8 +80,7 @@ class DemoSettings:
             raise SettingsError("--refresh must be at least 0.2 seconds")
         if self.agents is not None and not 1 <= self.agents <= 16:
             raise SettingsError(f"--agents must be from 1 to 16, not {self.agents}")
-        if self.log_level not in LOG_LEVELS:
-            raise SettingsError(f"--log-level must be one of {', '.join(LOG_LEVELS)}")
+        check_log_level(self.log_level)
 
     def ports(self, what: str) -> set[int]:
         """The fixed ports a part of the demo takes (none for port 0)."""
