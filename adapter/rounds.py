@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import gc
 import logging
 import time
@@ -70,6 +71,13 @@ class Rounds:
         if self._in_flight is None or self._in_flight.done():
             self._in_flight = asyncio.create_task(self._scrape(), name="adapter-scrape-round")
         return await asyncio.shield(self._in_flight)
+
+    async def stop(self) -> None:
+        """Cancel the round in flight, if any, and wait for it to end."""
+        if self._in_flight is not None and not self._in_flight.done():
+            self._in_flight.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._in_flight
 
     async def run(self) -> None:
         """Keep rounds coming every interval until cancelled, so requests answer from memory."""

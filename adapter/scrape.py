@@ -128,6 +128,11 @@ class ThreadedScraper:
 
     def close(self) -> None:
         async def stop() -> None:
+            # Rounds still running here end before the loop does, so none is left pending.
+            pending = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
             if self._scraper is not None:
                 await self._scraper.close()
 

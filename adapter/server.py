@@ -58,17 +58,15 @@ async def serve(settings: AdapterSettings) -> int:
     # The scrape thread holds the GIL for up to the switch interval at a time; 1 ms instead of
     # 5 ms lets an API request through sooner while a round is parsed (bench/adapter.py).
     sys.setswitchinterval(0.001)
+    rounds = Rounds(
+        scraper,
+        discovery,
+        interval_seconds=settings.scrape_interval_seconds,
+        max_age_seconds=settings.max_value_age_seconds,
+        keep_seconds=keep_seconds(settings.rate_window_seconds, settings.scrape_interval_seconds),
+        on_round=instruments.observe_round,
+    )
     try:
-        rounds = Rounds(
-            scraper,
-            discovery,
-            interval_seconds=settings.scrape_interval_seconds,
-            max_age_seconds=settings.max_value_age_seconds,
-            keep_seconds=keep_seconds(
-                settings.rate_window_seconds, settings.scrape_interval_seconds
-            ),
-            on_round=instruments.observe_round,
-        )
         state = AppState(
             rounds, discovery, instruments, access, settings.rate_window_seconds,
             settings.max_value_age_seconds,
@@ -94,6 +92,9 @@ async def serve(settings: AdapterSettings) -> int:
         ):
             await server.serve()
     finally:
+        # The round in flight first, while this loop still runs to hear of its end; then the
+        # scrape thread.
+        await rounds.stop()
         scraper.close()
     log.info("stopped")
     return 0

@@ -138,3 +138,17 @@ async def test_the_threaded_scraper_reads_on_its_own_loop_and_answers_the_same(
     whole = pod_reading(2, list(readings.values()), "socket_io_connected",
                         parse_selector(None), Combine.SUM)  # fmt: skip
     assert whole.value == 4
+
+
+async def test_closing_the_threaded_scraper_ends_a_round_in_flight(bad_targets):
+    from adapter.scrape import ThreadedScraper
+    from adapter.server import scrape_session
+
+    scraper = ThreadedScraper(ScrapeSettings(timeout_seconds=5), scrape_session)
+    in_flight = asyncio.create_task(scraper.round([Target("ns", "slow", 0, f"{bad_targets}/slow")]))
+    await asyncio.sleep(0.2)
+    scraper.close()
+    # Cancelled with the scrape thread's loop, not left pending on a loop that is gone (a
+    # waiter that later gave up would then call into the closed loop).
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(in_flight, 2)
