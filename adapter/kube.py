@@ -30,12 +30,8 @@ import urllib3
 from kubernetes import config
 from kubernetes.client import (
     ApiClient,
-    AuthenticationV1Api,
-    AuthorizationV1Api,
     Configuration,
     CoreV1Api,
-    V1SubjectAccessReview,
-    V1TokenReview,
 )
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
@@ -78,8 +74,6 @@ class KubeApi:
     def __init__(self, client: ApiClient, *, request_timeout_seconds: float = 10.0) -> None:
         self._client = client
         self._core = CoreV1Api(client)
-        self._authentication = AuthenticationV1Api(client)
-        self._authorization = AuthorizationV1Api(client)
         self._timeout = request_timeout_seconds
 
     @classmethod
@@ -142,30 +136,17 @@ class KubeApi:
         )
 
     async def create_token_review(self, body: JsonObject) -> JsonObject:
-        review = V1TokenReview.from_dict(body)
-        if review is None:
-            raise KubeError("create tokenreview: no body")
-        answer = await self._call(
-            "create tokenreview",
-            lambda: self._authentication.create_token_review(
-                review, _preload_content=False, _request_timeout=self._timeout
-            ),
+        return await self.request(
+            "create tokenreview", "POST", "/apis/authentication.k8s.io/v1/tokenreviews", body=body
         )
-        assert answer is not None
-        return answer
 
     async def create_subject_access_review(self, body: JsonObject) -> JsonObject:
-        review = V1SubjectAccessReview.from_dict(body)
-        if review is None:
-            raise KubeError("create subjectaccessreview: no body")
-        answer = await self._call(
+        return await self.request(
             "create subjectaccessreview",
-            lambda: self._authorization.create_subject_access_review(
-                review, _preload_content=False, _request_timeout=self._timeout
-            ),
+            "POST",
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            body=body,
         )
-        assert answer is not None
-        return answer
 
     def watch_pods(
         self, label_selector: str, resource_version: str, timeout_seconds: int
@@ -205,15 +186,12 @@ class KubeApi:
             "GET",
             f"/apis/autoscaling/v2{where}/horizontalpodautoscalers",
         )
-        assert body is not None
         return list(body.get("items") or [])
 
     async def read_scale(self, scale_path: str) -> JsonObject:
         """A `scale` subresource (autoscaling/v1 Scale), e.g.
         `/apis/apps/v1/namespaces/NS/deployments/NAME/scale`."""
-        body = await self.request(f"read {scale_path}", "GET", scale_path)
-        assert body is not None
-        return body
+        return await self.request(f"read {scale_path}", "GET", scale_path)
 
     async def patch_scale(
         self, scale_path: str, replicas: int, resource_version: str | None
@@ -223,11 +201,9 @@ class KubeApi:
         patch: JsonObject = {"spec": {"replicas": replicas}}
         if resource_version:
             patch["metadata"] = {"resourceVersion": resource_version}
-        body = await self.request(
+        return await self.request(
             f"patch {scale_path}", "PATCH", scale_path, body=patch, content_type=MERGE_PATCH
         )
-        assert body is not None
-        return body
 
     async def list_namespaced_pods(self, namespace: str, label_selector: str) -> list[JsonObject]:
         body = await self.request(
@@ -236,74 +212,60 @@ class KubeApi:
             f"/api/v1/namespaces/{namespace}/pods",
             query={"labelSelector": label_selector},
         )
-        assert body is not None
         return list(body.get("items") or [])
 
     async def patch_pod_annotations(
         self, namespace: str, name: str, annotations: dict[str, str]
     ) -> JsonObject:
-        body = await self.request(
+        return await self.request(
             f"annotate pod {namespace}/{name}",
             "PATCH",
             f"/api/v1/namespaces/{namespace}/pods/{name}",
             body={"metadata": {"annotations": annotations}},
             content_type=MERGE_PATCH,
         )
-        assert body is not None
-        return body
 
     async def create_event(self, namespace: str, event: JsonObject) -> JsonObject:
         """A core/v1 Event, as `CoreV1Api.create_namespaced_event` and client-go's recorder
         post them (`kubectl describe` shows these)."""
-        body = await self.request(
+        return await self.request(
             f"create event in {namespace}",
             "POST",
             f"/api/v1/namespaces/{namespace}/events",
             body=event,
         )
-        assert body is not None
-        return body
 
     async def read_lease(self, namespace: str, name: str) -> JsonObject | None:
-        return await self.request(
-            f"read lease {namespace}/{name}",
-            "GET",
-            f"{_LEASES.format(namespace=namespace)}/{name}",
-            missing_ok=True,
-        )
+        path = f"{_LEASES.format(namespace=namespace)}/{name}"
+        read = f"read lease {namespace}/{name}"
+        return await self._send(read, "GET", path, None, None, "", missing_ok=True)
 
     async def create_lease(self, namespace: str, lease: JsonObject) -> JsonObject:
         """Raises KubeError with status 409 when someone created it first."""
-        body = await self.request(
+        return await self.request(
             f"create lease in {namespace}", "POST", _LEASES.format(namespace=namespace), body=lease
         )
-        assert body is not None
-        return body
 
     async def replace_lease(self, namespace: str, name: str, lease: JsonObject) -> JsonObject:
         """PUT with the lease's metadata.resourceVersion: a 409 KubeError when it changed."""
-        body = await self.request(
+        return await self.request(
             f"update lease {namespace}/{name}",
             "PUT",
             f"{_LEASES.format(namespace=namespace)}/{name}",
             body=lease,
         )
-        assert body is not None
-        return body
 
     async def pod_metric(
         self, namespace: str, metric: str, label_selector: str, version: str = "v1beta2"
     ) -> JsonObject:
         """The custom metrics API's `MetricValueList` for the pods the selector picks, through
         the API server (the aggregator proxies it to the adapter), as the HPA reads it."""
-        body = await self.request(
+        return await self.request(
             f"read {metric} of pods in {namespace} ({label_selector})",
             "GET",
             f"/apis/custom.metrics.k8s.io/{version}/namespaces/{namespace}/pods/*/{metric}",
             query={"labelSelector": label_selector},
         )
-        assert body is not None
-        return body
 
     async def request(
         self,
@@ -314,10 +276,24 @@ class KubeApi:
         query: dict[str, str] | None = None,
         body: JsonObject | None = None,
         content_type: str = "application/json",
-        missing_ok: bool = False,
-    ) -> JsonObject | None:
+    ) -> JsonObject:
         """One request to `path` with the client's configuration (server, TLS, credentials,
-        token refresh); the answer's JSON, None for a 404 when `missing_ok`."""
+        token refresh); the answer's JSON. Failures, a 404 included, raise KubeError."""
+        answer = await self._send(what, method, path, query, body, content_type, missing_ok=False)
+        assert answer is not None  # only a missing_ok call answers None
+        return answer
+
+    async def _send(
+        self,
+        what: str,
+        method: str,
+        path: str,
+        query: dict[str, str] | None,
+        body: JsonObject | None,
+        content_type: str,
+        *,
+        missing_ok: bool,
+    ) -> JsonObject | None:
 
         def send() -> urllib3.BaseHTTPResponse:
             headers = {"Accept": "application/json"}
