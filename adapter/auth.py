@@ -1,7 +1,7 @@
 """Who is asking and may they: delegated authentication and authorization, as k8s.io/apiserver.
 
 The API layer (issue 3) calls `Authenticator.authenticate` with the verified client
-certificate's CN (`adapter.tls.client_common_name`) and the request headers, then
+certificate (`adapter.tls.client_certificate`) and the request headers, then
 `Authorizer.authorize` with the user and `request_attributes(path)`. An aggregated API server
 trusts two kinds of caller, as `DelegatingAuthenticatorConfig` does:
 
@@ -9,7 +9,13 @@ trusts two kinds of caller, as `DelegatingAuthenticatorConfig` does:
   the list is not empty, with an allowed CN) makes the `X-Remote-*` headers trustworthy. The
   configuration comes from the `kube-system/extension-apiserver-authentication` ConfigMap
   (`request_header_config_from_config_map`).
+* a client certificate signed by the cluster's client CA (`client-ca-file`): its CN is the
+  user and its O entries the groups, as x509's CommonNameUserConversion makes them;
 * anyone else with a bearer token, checked by a TokenReview against the API server.
+
+The TLS layer verifies a client certificate against both CAs and says which of them issued it
+(`ClientCert.issuers`): a certificate from the client CA never makes the headers trustworthy,
+whatever its CN.
 
 Access is then checked by a SubjectAccessReview. Reviews are the only I/O and are injected
 (`KubeApi.create_token_review` / `create_subject_access_review`); everything else is pure.
@@ -70,6 +76,32 @@ class AuthorizerError(AuthError):
 
 class ConfigMapError(ValueError):
     """The extension-apiserver-authentication ConfigMap has a value that does not parse."""
+
+
+# -- client certificates --------------------------------------------------------------------------
+
+# The two CAs a client certificate may come from, as the TLS layer names its issuer.
+FRONT_PROXY_CA = "requestheader-client-ca"
+CLIENT_CA = "client-ca"
+
+
+@dataclass(frozen=True)
+class ClientCert:
+    """A client certificate the TLS layer verified: its subject, and which of the configured
+    CAs (`FRONT_PROXY_CA`, `CLIENT_CA`) issued it."""
+
+    common_name: str
+    organizations: tuple[str, ...] = ()
+    issuers: frozenset[str] = frozenset()
+
+
+def user_from_client_cert(cert: ClientCert) -> UserInfo:
+    """The user a client-CA certificate names (k8s.io/apiserver x509 CommonNameUserConversion)."""
+    if CLIENT_CA not in cert.issuers:
+        raise Unauthorized("the client certificate is not signed by the client CA")
+    if not cert.common_name:
+        raise Unauthorized("the client certificate has no common name")
+    return UserInfo(name=cert.common_name, groups=cert.organizations)
 
 
 # -- the front proxy -----------------------------------------------------------------------------
@@ -154,19 +186,16 @@ def _unescape_extra_key(key: str) -> str:
 
 
 def user_from_request_headers(
-    cert_common_name: str | None, headers: Headers, config: RequestHeaderConfig
+    cert: ClientCert | None, headers: Headers, config: RequestHeaderConfig
 ) -> UserInfo:
-    """The user the front proxy names (k8s.io/apiserver headerrequest + x509 verifySubject).
-
-    `cert_common_name` is the CN of a client certificate the TLS layer has verified against
-    the requestheader CA (None: no certificate; "": one without a CN).
-    """
-    if cert_common_name is None:
+    """The user the front proxy names (k8s.io/apiserver headerrequest + x509 verifySubject):
+    only with a certificate the requestheader CA issued, and an allowed CN if names are set."""
+    if cert is None or FRONT_PROXY_CA not in cert.issuers:
         raise Unauthorized("no client certificate from the front proxy")
-    if config.allowed_names and cert_common_name not in config.allowed_names:
+    if config.allowed_names and cert.common_name not in config.allowed_names:
         allowed = ", ".join(sorted(config.allowed_names))
         raise Unauthorized(
-            f"x509: subject with cn={cert_common_name} is not in the allowed list [{allowed}]"
+            f"x509: subject with cn={cert.common_name} is not in the allowed list [{allowed}]"
         )
     pairs = list(headers)
     name = _first(pairs, config.username_headers)
@@ -404,10 +433,11 @@ def _redact(text: str, token: str) -> str:
 
 
 class Authenticator:
-    """The front proxy first, then a bearer token; `Unauthorized` when neither names a user.
+    """The front proxy first, then a client-CA certificate, then a bearer token (the order of
+    DelegatingAuthenticatorConfig's union); `Unauthorized` when none names a user.
 
-    As kube-apiserver's union of authenticators, a front-proxy certificate that does not
-    authenticate (a CN not allowed, no user header) still lets a bearer token try.
+    As kube-apiserver's union of authenticators, a certificate that does not authenticate (a
+    CN not allowed, no user header) still lets a bearer token try.
     TokenReview answers are cached for `cache_ttl_seconds` (DelegatingAuthenticationOptions'
     CacheTTL, 10 s), keyed by the token's SHA-256. The token itself is never kept, logged or
     put in an error message.
@@ -427,13 +457,21 @@ class Authenticator:
         self._ttl = cache_ttl_seconds
         self._reviews: _TtlCache[UserInfo | str] = _TtlCache()
 
-    async def authenticate(self, cert_common_name: str | None, headers: Headers) -> UserInfo:
+    async def authenticate(self, cert: ClientCert | None, headers: Headers) -> UserInfo:
         pairs = list(headers)
         refusals: list[str] = []
-        if self._request_header is not None and cert_common_name is not None:
+        if cert is not None and not cert.issuers:
+            # Verified through an intermediate: its issuer is neither CA (see adapter.tls).
+            refusals.append("the client certificate is not issued directly by a trusted CA")
+        if self._request_header is not None and cert is not None and FRONT_PROXY_CA in cert.issuers:
             try:
-                user = user_from_request_headers(cert_common_name, pairs, self._request_header)
+                user = user_from_request_headers(cert, pairs, self._request_header)
                 return with_authenticated_group(user)
+            except Unauthorized as exc:
+                refusals.append(str(exc))
+        if cert is not None and CLIENT_CA in cert.issuers:
+            try:
+                return with_authenticated_group(user_from_client_cert(cert))
             except Unauthorized as exc:
                 refusals.append(str(exc))
         token = bearer_token(pairs)
@@ -445,7 +483,7 @@ class Authenticator:
             except Unauthorized as exc:
                 refusals.append(str(exc))
         if not refusals:
-            refusals.append("no front-proxy client certificate and no bearer token")
+            refusals.append("no client certificate and no bearer token")
         raise Unauthorized("; ".join(refusals))
 
     async def _token_user(self, token: str, review_token: Review) -> UserInfo:

@@ -15,7 +15,7 @@ import signal
 import socket
 import ssl
 import sys
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
 from pathlib import Path
 
 import aiohttp
@@ -24,6 +24,7 @@ import uvicorn
 from adapter import tls
 from adapter.access import build_access
 from adapter.app import AppState, create_app
+from adapter.auth import CLIENT_CA, FRONT_PROXY_CA
 from adapter.discovery import Discovery, StaticDiscovery, WatchDiscovery
 from adapter.errors import StartupError
 from adapter.instruments import Instruments
@@ -42,16 +43,17 @@ CERT_POLL_SECONDS = 10.0
 async def serve(settings: AdapterSettings) -> int:
     kube = _kube_api(settings)
     discovery = _discovery(settings, kube)
+    client_cas: dict[str, Path] = {}
     if settings.authentication_skip:
         log.warning(
             "AUTHENTICATION AND AUTHORIZATION ARE OFF (--authentication-skip): anyone who can "
             "reach port %s reads every metric. Use this on a laptop only.",
             settings.secure_port,
         )
-        access, client_ca = None, None
+        access = None
     else:
-        access, client_ca = await build_access(settings, kube)
-    server_tls = _server_tls(settings, client_ca)
+        access, client_cas = await build_access(settings, kube)
+    server_tls = _server_tls(settings, client_cas)
     instruments = Instruments()
     scrape = ScrapeSettings(settings.scrape_timeout_seconds, settings.max_scrape_bytes)
     scraper = ThreadedScraper(scrape, scrape_session)
@@ -136,7 +138,7 @@ def _discovery(settings: AdapterSettings, kube: KubeApi | None) -> Discovery:
     return WatchDiscovery(kube)
 
 
-def _server_tls(settings: AdapterSettings, client_ca: Path | None) -> tls.ServerTls:
+def _server_tls(settings: AdapterSettings, client_cas: Mapping[str, Path]) -> tls.ServerTls:
     if settings.tls_cert_file is not None and settings.tls_private_key_file is not None:
         cert, key = Path(settings.tls_cert_file), Path(settings.tls_private_key_file)
     else:
@@ -146,18 +148,23 @@ def _server_tls(settings: AdapterSettings, client_ca: Path | None) -> tls.Server
         except OSError as exc:
             raise StartupError(f"--cert-dir {settings.cert_dir}: {exc}") from exc
         log.info("serving with a self-signed certificate from %s", settings.cert_dir)
-    if client_ca is not None:
+    flags = {
+        FRONT_PROXY_CA: ("--requestheader-client-ca-file", settings.requestheader_client_ca_file),
+        CLIENT_CA: ("--client-ca-file", settings.client_ca_file),
+    }
+    for name, path in client_cas.items():
         try:
-            ssl.create_default_context(cafile=str(client_ca))
+            ssl.create_default_context(cafile=str(path))
         except (OSError, ssl.SSLError) as exc:
+            flag, value = flags[name]
             origin = (
-                f"--requestheader-client-ca-file {client_ca}"
-                if settings.requestheader_client_ca_file is not None
-                else "the front-proxy CA of kube-system/extension-apiserver-authentication"
+                f"{flag} {path}"
+                if value is not None
+                else f"the {name}-file of kube-system/extension-apiserver-authentication"
             )
             raise StartupError(f"{origin}: {exc}") from exc
     try:
-        return tls.ServerTls(cert, key, client_ca)
+        return tls.ServerTls(cert, key, client_cas)
     except (OSError, ValueError) as exc:
         raise StartupError(f"cannot load the serving certificate {cert}: {exc}") from exc
 

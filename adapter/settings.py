@@ -39,6 +39,9 @@ class AdapterSettings:
     # kube-system/extension-apiserver-authentication, as k8s.io/apiserver does.
     requestheader_client_ca_file: str | None = None
     requestheader_allowed_names: tuple[str, ...] = ()
+    # Client certificates of users (CN = user, O = groups); the same ConfigMap's
+    # client-ca-file without this flag.
+    client_ca_file: str | None = None
     kubeconfig: str | None = None
     static_pods: str | None = None
     authentication_skip: bool = False
@@ -89,6 +92,9 @@ _OPTIONS = (
            "CA of the aggregator's client certificates (default: read from the cluster)"),
     Option("--requestheader-allowed-names", comma_list,
            "comma-separated common names allowed to set X-Remote-* headers (empty = any)"),
+    Option("--client-ca-file", str,
+           "CA of user client certificates, CN = user, O = groups (default: read from the "
+           "cluster)"),
     Option("--kubeconfig", str, "kubeconfig file (default: in-cluster config)"),
     Option("--static-pods", str, "YAML file of pods to scrape, instead of the pod watch"),
     Option("--authentication-skip", switch,

@@ -3,7 +3,7 @@
 The adapter's start-up (issue 3) calls `self_signed_pair` when no certificate is configured (the
 `--cert-dir` default of k8s.io/apiserver), builds one `ServerTls` from the files, runs
 `watch_files` beside the server and hands `uvicorn_config(app, tls, ...)` to `uvicorn.Server`.
-The API layer reads who the TLS peer is with `client_common_name(scope)` and passes it to
+The API layer reads who the TLS peer is with `client_certificate(scope)` and passes it to
 `adapter.auth.Authenticator`.
 
 What this module owns:
@@ -14,14 +14,20 @@ What this module owns:
   context they started with. A file that does not load (half-written, key not matching) leaves
   the previous context in place and logs a warning; it never raises out of `reload_if_changed`.
 * Client certificates. The context asks for one (`CERT_OPTIONAL`) and verifies it against the
-  front-proxy CA, so bearer-token clients without a certificate still connect. Python's `ssl`
-  cannot ask without verifying: a certificate that is not signed by that CA fails the handshake
-  and the connection is closed (with TLS 1.2 the client's connect fails; with TLS 1.3 its side
-  of the handshake is over before the server checks, so its first read fails). That is our
-  answer to a wrong CA: no request from such a client reaches the app.
+  client CAs it is given (the front-proxy CA, the cluster's client CA), so bearer-token clients
+  without a certificate still connect. Python's `ssl` cannot ask without verifying: a
+  certificate signed by none of them fails the handshake and the connection is closed (with
+  TLS 1.2 the client's connect fails; with TLS 1.3 its side of the handshake is over before the
+  server checks, so its first read fails). That is our answer to a wrong CA: no request from
+  such a client reaches the app. OpenSSL verifies against the union of the CAs; which of them
+  issued the certificate is found afterwards (`ServerTls.issuers`: the issuer's name and
+  signature, so the leaf must be signed by a CA certificate itself, not an intermediate), and
+  travels in the scope beside the certificate: the front proxy's word must never be taken
+  from a certificate of the other CA.
 * The peer certificate in the ASGI scope. uvicorn does not pass it on, so `TlsHttpToolsProtocol`
   (and `TlsH11Protocol`) read it once per connection and add the ASGI TLS extension
-  (https://asgi.readthedocs.io/en/latest/specs/tls.html) to every request's scope.
+  (https://asgi.readthedocs.io/en/latest/specs/tls.html) to every request's scope, and the
+  issuers under `ISSUERS_EXTENSION`.
 """
 
 from __future__ import annotations
@@ -37,15 +43,18 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import uvicorn
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from adapter.auth import ClientCert
 
 log = logging.getLogger(__name__)
 
@@ -193,15 +202,20 @@ class ServerTls:
     raises: a server must not start without its certificate.
     """
 
-    def __init__(self, cert_file: Path, key_file: Path, client_ca_file: Path | None = None) -> None:
+    def __init__(
+        self, cert_file: Path, key_file: Path, client_cas: Mapping[str, Path] | None = None
+    ) -> None:
+        """`client_cas`: the CA files client certificates are verified against, by the name
+        `issuers` reports for a certificate one of them signed."""
         self.cert_file = cert_file
         self.key_file = key_file
-        self.client_ca_file = client_ca_file
+        self.client_cas = dict(client_cas or {})
         contents = self._read()
-        context = self._build(contents)
+        context, trust = self._build(contents)
         context.sni_callback = self._select
         self._listening = context
         self._current = context
+        self._trust = trust
         self._digest = _digest(contents)
         self._refused: bytes | None = None
 
@@ -222,11 +236,11 @@ class ServerTls:
         try:
             # The key is loaded by path, a moment after it was read for the digest. If it
             # changed in between, the next poll sees a new digest and loads again.
-            context = self._build(contents)
+            context, trust = self._build(contents)
         except (ssl.SSLError, ValueError, OSError) as exc:
             self._refuse(digest, exc)
             return False
-        self._current = context
+        self._current, self._trust = context, trust
         self._digest = digest
         self._refused = None
         log.info("serving certificate reloaded from %s", self.cert_file)
@@ -238,19 +252,28 @@ class ServerTls:
             log.warning("kept the previous serving certificate; new files do not load: %s", exc)
         self._refused = marker
 
-    def _read(self) -> tuple[bytes, bytes, bytes | None]:
-        ca = self.client_ca_file.read_bytes() if self.client_ca_file is not None else None
-        return self.cert_file.read_bytes(), self.key_file.read_bytes(), ca
+    def issuers(self, der: bytes) -> frozenset[str]:
+        """The names of the client CAs that signed this (verified) certificate."""
+        leaf = x509.load_der_x509_certificate(der)
+        return frozenset(
+            name for name, cas in self._trust.items() if any(_signed_by(leaf, ca) for ca in cas)
+        )
 
-    def _build(self, contents: tuple[bytes, bytes, bytes | None]) -> ssl.SSLContext:
+    def _read(self) -> _Contents:
+        cas = tuple((name, path.read_bytes()) for name, path in self.client_cas.items())
+        return self.cert_file.read_bytes(), self.key_file.read_bytes(), cas
+
+    def _build(self, contents: _Contents) -> tuple[ssl.SSLContext, _Trust]:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(self.cert_file, self.key_file)
-        ca = contents[2]
-        if ca is not None:
-            context.load_verify_locations(cadata=ca.decode("ascii"))
+        trust: _Trust = {}
+        for name, pem in contents[2]:
+            context.load_verify_locations(cadata=pem.decode("ascii"))
+            trust[name] = x509.load_pem_x509_certificates(pem)
+        if trust:
             context.verify_mode = ssl.CERT_OPTIONAL
-        return context
+        return context, trust
 
     def _select(
         self, connection: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext
@@ -260,11 +283,25 @@ class ServerTls:
             connection.context = current
 
 
-def _digest(contents: tuple[bytes, bytes, bytes | None]) -> bytes:
+# The serving certificate, its key, and each client CA by name; the CA certificates by name.
+_Contents = tuple[bytes, bytes, tuple[tuple[str, bytes], ...]]
+_Trust = dict[str, list[x509.Certificate]]
+
+
+def _digest(contents: _Contents) -> bytes:
+    cert, key, cas = contents
     digest = hashlib.sha256()
-    for part in contents:
-        digest.update(b"-" if part is None else len(part).to_bytes(8, "big") + part)
+    for part in (cert, key, *(f"{name}:".encode() + pem for name, pem in cas)):
+        digest.update(len(part).to_bytes(8, "big") + part)
     return digest.digest()
+
+
+def _signed_by(leaf: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        leaf.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 async def watch_files(tls: ServerTls, interval_seconds: float) -> None:
@@ -301,17 +338,25 @@ def tls_extension(ssl_object: ssl.SSLObject) -> dict[str, Any]:
     }
 
 
-def _with_tls(app: App, transport: asyncio.BaseTransport) -> App:
+# Which client CAs signed the peer certificate: a list of `ServerTls` CA names.
+ISSUERS_EXTENSION = "pushscale.client_cert_issuers"
+
+
+def _with_tls(app: App, transport: asyncio.BaseTransport, server_tls: ServerTls) -> App:
     ssl_object = transport.get_extra_info("ssl_object")
     if ssl_object is None:  # the spec forbids the extension on plain connections
         return app
     extension = tls_extension(ssl_object)
+    der = ssl_object.getpeercert(binary_form=True)
+    issuers = sorted(server_tls.issuers(der)) if der else []
 
     async def with_tls(scope: Scope, receive: Receive, send: Send) -> None:
-        scope.setdefault("extensions", {})["tls"] = {
+        extensions = scope.setdefault("extensions", {})
+        extensions["tls"] = {
             **extension,
             "client_cert_chain": list(extension["client_cert_chain"]),
         }
+        extensions[ISSUERS_EXTENSION] = list(issuers)
         await app(scope, receive, send)
 
     return with_tls
@@ -320,33 +365,48 @@ def _with_tls(app: App, transport: asyncio.BaseTransport) -> App:
 class TlsHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, adding the ASGI TLS extension to every request."""
 
+    def __init__(self, *args: Any, server_tls: ServerTls, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._server_tls = server_tls
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         # asyncio calls this after the handshake, so the peer certificate is known here.
-        self.app = _with_tls(self.app, transport)
+        self.app = _with_tls(self.app, transport, self._server_tls)
 
 
 class TlsH11Protocol(H11Protocol):
     """The same for uvicorn's h11 protocol."""
 
+    def __init__(self, *args: Any, server_tls: ServerTls, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._server_tls = server_tls
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self.app = _with_tls(self.app, transport)
+        self.app = _with_tls(self.app, transport, self._server_tls)
 
 
 @functools.lru_cache(maxsize=64)
-def _common_name(pem: str) -> str:
+def _subject(pem: str) -> tuple[str, tuple[str, ...]]:
     names = x509.load_pem_x509_certificate(pem.encode("ascii")).subject
-    attributes = names.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(attributes[0].value) if attributes else ""
+    common = names.get_attributes_for_oid(NameOID.COMMON_NAME)
+    organizations = names.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    return (
+        str(common[0].value) if common else "",
+        tuple(str(o.value) for o in organizations),
+    )
 
 
-def client_common_name(scope: Mapping[str, Any]) -> str | None:
-    """The verified client certificate's CN: None without a certificate, "" if it has no CN."""
-    tls = scope.get("extensions", {}).get("tls")
+def client_certificate(scope: Mapping[str, Any]) -> ClientCert | None:
+    """The verified client certificate: None without one; its CN is "" if it has none."""
+    extensions = scope.get("extensions", {})
+    tls = extensions.get("tls")
     if not tls or not tls.get("client_cert_chain"):
         return None
-    return _common_name(tls["client_cert_chain"][0])
+    common_name, organizations = _subject(tls["client_cert_chain"][0])
+    issuers = frozenset(extensions.get(ISSUERS_EXTENSION, ()))
+    return ClientCert(common_name, organizations, issuers)
 
 
 def uvicorn_config(
@@ -363,7 +423,8 @@ def uvicorn_config(
     protocol = TlsHttpToolsProtocol if http == "httptools" else TlsH11Protocol
     return uvicorn.Config(
         app,
-        http=protocol,
+        # uvicorn calls it like the protocol class, with the connection's arguments.
+        http=cast(type[asyncio.Protocol], functools.partial(protocol, server_tls=tls)),
         ssl_context_factory=lambda config, default: tls.context,
         **options,
     )

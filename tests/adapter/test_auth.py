@@ -13,10 +13,13 @@ from typing import Any
 import pytest
 
 from adapter.auth import (
+    CLIENT_CA,
+    FRONT_PROXY_CA,
     Authenticator,
     AuthError,
     Authorizer,
     AuthorizerError,
+    ClientCert,
     ConfigMapError,
     Forbidden,
     NonResourceAttributes,
@@ -186,7 +189,7 @@ TWO_USER_HEADERS = RequestHeaderConfig(
     ],
 )
 def test_user_from_request_headers(config, cn, headers, expected):
-    assert user_from_request_headers(cn, headers, config) == expected
+    assert user_from_request_headers(proxy(cn), headers, config) == expected
 
 
 @pytest.mark.parametrize(
@@ -209,7 +212,19 @@ def test_user_from_request_headers(config, cn, headers, expected):
 )
 def test_user_from_request_headers_refuses(config, cn, headers, message):
     with pytest.raises(Unauthorized, match=re.escape(message)):
-        user_from_request_headers(cn, headers, config)
+        user_from_request_headers(proxy(cn), headers, config)
+
+
+def test_the_headers_of_a_client_ca_certificate_are_not_believed():
+    """Whatever its name: only the requestheader CA vouches for the front proxy."""
+    user_cert = ClientCert("front-proxy-client", issuers=frozenset({CLIENT_CA}))
+    with pytest.raises(Unauthorized, match="no client certificate from the front proxy"):
+        user_from_request_headers(user_cert, [("x-remote-user", "bob")], ALLOWED)
+
+
+def proxy(cn: str | None) -> ClientCert | None:
+    """A certificate the front-proxy CA issued, with this CN (None: no certificate)."""
+    return None if cn is None else ClientCert(cn, issuers=frozenset({FRONT_PROXY_CA}))
 
 
 # -- tokens --------------------------------------------------------------------------------------
@@ -615,7 +630,7 @@ async def test_the_front_proxy_is_believed_without_a_token_review():
     reviews = FakeReview(_token_review(SERVICE_ACCOUNT))
     authenticator = Authenticator(ALLOWED, reviews)
     headers = [("x-remote-user", "bob"), ("x-remote-group", "dev"), *AUTHORIZATION]
-    user = await authenticator.authenticate("front-proxy-client", headers)
+    user = await authenticator.authenticate(proxy("front-proxy-client"), headers)
     assert user == UserInfo("bob", groups=("dev", "system:authenticated"))
     assert reviews.bodies == []
 
@@ -633,7 +648,7 @@ async def test_a_bearer_token_is_reviewed_when_the_front_proxy_does_not_authenti
 ):
     reviews = FakeReview(_token_review(SERVICE_ACCOUNT))
     authenticator = Authenticator(request_header, reviews)
-    user = await authenticator.authenticate(cn, [("x-remote-user", "bob"), *AUTHORIZATION])
+    user = await authenticator.authenticate(proxy(cn), [("x-remote-user", "bob"), *AUTHORIZATION])
     assert user.name == "system:serviceaccount:kube-system:horizontal-pod-autoscaler"
     assert user.groups[-1] == "system:authenticated"
     assert reviews.bodies == [token_review_request(TOKEN)]
@@ -642,7 +657,7 @@ async def test_a_bearer_token_is_reviewed_when_the_front_proxy_does_not_authenti
 @pytest.mark.parametrize(
     ("cn", "headers", "message"),
     [
-        pytest.param(None, [], "no front-proxy client certificate and no bearer token", id="none"),
+        pytest.param(None, [], "no client certificate and no bearer token", id="none"),
         pytest.param("intruder", [("x-remote-user", "bob")], "cn=intruder", id="bad-name"),
         pytest.param(
             "intruder",
@@ -656,9 +671,80 @@ async def test_a_bearer_token_is_reviewed_when_the_front_proxy_does_not_authenti
 async def test_unauthenticated_requests(cn, headers, message):
     authenticator = Authenticator(ALLOWED, FakeReview(_token_review({"user": {}})))
     with pytest.raises(Unauthorized) as raised:
-        await authenticator.authenticate(cn, headers)
+        await authenticator.authenticate(proxy(cn), headers)
     assert message in str(raised.value)
     assert raised.value.code == 401
+
+
+USER_CERT = ClientCert("alice", ("devs", "oncall"), frozenset({CLIENT_CA}))
+HPA_USER = UserInfo(
+    "system:serviceaccount:kube-system:horizontal-pod-autoscaler",
+    groups=("system:serviceaccounts", "system:serviceaccounts:kube-system"),
+)
+
+
+@pytest.mark.parametrize(
+    ("cert", "headers", "expected"),
+    [
+        pytest.param(USER_CERT, [], UserInfo("alice", groups=("devs", "oncall")), id="cn-and-o"),
+        pytest.param(
+            ClientCert("front-proxy-client", (), frozenset({CLIENT_CA})),
+            [("x-remote-user", "bob")],
+            UserInfo("front-proxy-client"),
+            id="client-ca-with-a-proxy-name-its-headers-ignored",
+        ),
+        pytest.param(
+            ClientCert("front-proxy-client", (), frozenset({CLIENT_CA, FRONT_PROXY_CA})),
+            [("x-remote-user", "bob")],
+            UserInfo("bob"),
+            id="one-ca-in-both-roles-front-proxy-first",
+        ),
+        pytest.param(
+            ClientCert("front-proxy-client", (), frozenset({CLIENT_CA, FRONT_PROXY_CA})),
+            [],
+            UserInfo("front-proxy-client"),
+            id="one-ca-in-both-roles-no-user-header",
+        ),
+        pytest.param(
+            ClientCert("", (), frozenset({CLIENT_CA})),
+            AUTHORIZATION,
+            HPA_USER,
+            id="no-cn-then-the-token",
+        ),
+        pytest.param(
+            ClientCert("mallory"),
+            AUTHORIZATION,
+            HPA_USER,
+            id="no-direct-issuer-then-the-token",
+        ),
+    ],
+)
+async def test_client_ca_certificates_name_their_user(cert, headers, expected):
+    reviews = FakeReview(_token_review(SERVICE_ACCOUNT))
+    user = await Authenticator(ALLOWED, reviews).authenticate(cert, headers)
+    assert (user.name, user.groups[:-1]) == (expected.name, expected.groups)
+    assert user.groups[-1] == "system:authenticated"
+    assert bool(reviews.bodies) == (headers == AUTHORIZATION)
+
+
+@pytest.mark.parametrize(
+    ("cert", "message"),
+    [
+        pytest.param(
+            ClientCert("", (), frozenset({CLIENT_CA})),
+            "the client certificate has no common name",
+            id="no-cn",
+        ),
+        pytest.param(
+            ClientCert("mallory"),
+            "the client certificate is not issued directly by a trusted CA",
+            id="no-direct-issuer",
+        ),
+    ],
+)
+async def test_client_certificates_that_name_nobody(cert, message):
+    with pytest.raises(Unauthorized, match=message):
+        await Authenticator(ALLOWED, None).authenticate(cert, [])
 
 
 async def test_tokens_are_refused_without_a_token_review():
@@ -719,7 +805,7 @@ async def test_the_token_never_appears_in_logs_or_errors(answer, caplog):
     caplog.set_level(logging.DEBUG)
     for _ in range(2):  # the second one from the cache, for the rejection
         with pytest.raises(AuthError) as raised:
-            await authenticator.authenticate("intruder", AUTHORIZATION)
+            await authenticator.authenticate(proxy("intruder"), AUTHORIZATION)
         texts = [str(raised.value), repr(raised.value)]
         cause: BaseException | None = raised.value
         while cause is not None:

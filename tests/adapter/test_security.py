@@ -207,7 +207,7 @@ async def test_a_certificate_from_another_ca_fails_the_handshake(pki, fake, secu
 async def test_no_credentials_is_unauthorized(fake, secured):
     adapter = secured()
     message = status_of(await get(adapter, headers=FROM_THE_AGGREGATOR), 401, "Unauthorized")
-    assert "no front-proxy client certificate and no bearer token" in message
+    assert "no client certificate and no bearer token" in message
     assert fake.token_reviews == [] and fake.access_reviews == []
 
 
@@ -331,6 +331,40 @@ async def test_the_front_proxy_settings_come_from_the_cluster(pki, fake, secured
         await get(adapter, cert=pki.stranger, headers=FROM_THE_AGGREGATOR)
 
 
+@pytest.mark.parametrize("where", ["config-map", "flag"])
+async def test_a_client_ca_certificate_is_its_cn_and_o_and_never_the_front_proxy(
+    pki, fake, secured, tmp_path, where
+):
+    """The cluster's client CA (kube-apiserver's --client-ca-file, published in the same
+    ConfigMap) signs user certificates: CN is the user, O the groups. One of them named like the
+    front proxy still speaks only for itself, whatever headers it sends."""
+    cluster_ca = trustme.CA()
+    alice = cluster_ca.issue_cert("alice", common_name="alice", organization_name="sre")
+    posing = cluster_ca.issue_cert("p", common_name="front-proxy-client", organization_name="x")
+    if where == "config-map":
+        data = {"client-ca-file": cluster_ca.cert_pem.bytes().decode()}
+        fake.add_config_map(
+            config_map_object("kube-system", "extension-apiserver-authentication", data)
+        )
+        adapter = secured()
+    else:
+        ca_file = tmp_path / "cluster-ca.crt"
+        cluster_ca.cert_pem.write_to_path(ca_file)
+        adapter = secured(extra=("--client-ca-file", str(ca_file)))
+
+    assert served_pods(await get(adapter, cert=alice)) == ["push-a"]
+    response = await get(adapter, cert=posing, headers=FROM_THE_AGGREGATOR)
+    assert served_pods(response) == ["push-a"]
+    assert fake.access_reviews == [
+        pods_review("alice", ["sre", "system:authenticated"]),
+        pods_review("front-proxy-client", ["x", "system:authenticated"]),
+    ]
+    assert fake.token_reviews == []
+    # The front proxy's own certificate still speaks for the user it names.
+    assert served_pods(await get(adapter, cert=pki.aggregator, headers=FROM_THE_AGGREGATOR))
+    assert fake.access_reviews[-1]["user"] == HPA
+
+
 async def test_an_api_server_outage_refuses_and_nothing_is_cached(pki, fake, secured, token):
     adapter = secured()
     fake.set_unavailable(True)
@@ -382,18 +416,26 @@ def pods_file(tmp_path: Path) -> Path:
         ("--kubeconfig {tmp}/no-kubeconfig", "no Kubernetes API"),
         ("--static-pods {pods} --kubeconfig {down}",
          "cannot read the ConfigMap kube-system/extension-apiserver-authentication"),
-        ("--static-pods {pods} --kubeconfig {down} --requestheader-client-ca-file {tmp}/no-ca.crt",
+        # With one CA flag the other is looked up in the ConfigMap, as k8s.io/apiserver does.
+        ("--static-pods {pods} --kubeconfig {down} --requestheader-client-ca-file {ca}",
+         "cannot read the ConfigMap kube-system/extension-apiserver-authentication"),
+        ("--static-pods {pods} --kubeconfig {down} --requestheader-client-ca-file {tmp}/no-ca.crt"
+         " --client-ca-file {ca}",
          "--requestheader-client-ca-file {tmp}/no-ca.crt"),
+        ("--static-pods {pods} --kubeconfig {down} --requestheader-client-ca-file {ca}"
+         " --client-ca-file {tmp}/no-ca.crt",
+         "--client-ca-file {tmp}/no-ca.crt"),
     ],
     ids=["auth-without-kubeconfig", "unreadable-pods-file", "missing-kubeconfig",
-         "configmap-unreadable", "missing-client-ca"],
+         "configmap-unreadable", "configmap-unreadable-for-the-client-ca",
+         "missing-front-proxy-ca", "missing-client-ca"],
 )  # fmt: skip
 def test_a_start_up_failure_is_one_line_and_exit_code_1(
-    flags: str, words: str, pods_file: Path, fake: FakeKube, tmp_path: Path
+    flags: str, words: str, pods_file: Path, fake: FakeKube, pki: Pki, tmp_path: Path
 ):
     fake.set_unavailable(True)  # {down}: a cluster whose API server answers only 503
     down = fake.write_kubeconfig(tmp_path / "kubeconfig")
-    places = {"pods": pods_file, "tmp": tmp_path, "down": down}
+    places = {"pods": pods_file, "tmp": tmp_path, "down": down, "ca": pki.ca_file}
     code, lines = run_adapter(*flags.format(**places).split(), tmp_path=tmp_path)
     assert code == 1, lines
     [line] = [line for line in lines if "cannot start:" in line]

@@ -26,11 +26,13 @@ import uvloop
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from adapter.auth import CLIENT_CA, FRONT_PROXY_CA, ClientCert
 from adapter.tls import (
     CERT_NAME,
+    ISSUERS_EXTENSION,
     KEY_NAME,
     ServerTls,
-    client_common_name,
+    client_certificate,
     self_signed_pair,
     uvicorn_config,
     watch_files,
@@ -38,11 +40,15 @@ from adapter.tls import (
 
 
 async def echo(scope: Any, receive: Any, send: Any) -> None:
-    """The TLS extension, the CN helper's answer and the client's port, as JSON."""
+    """The TLS extension, the client certificate as the API layer reads it, and the client's
+    port, as JSON."""
     assert scope["type"] == "http"
+    cert = client_certificate(scope)
     body = {
         "tls": scope.get("extensions", {}).get("tls"),
-        "cn": client_common_name(scope),
+        "cn": cert.common_name if cert else None,
+        "organizations": list(cert.organizations) if cert else None,
+        "issuers": sorted(cert.issuers) if cert else None,
         "client_port": scope["client"][1],
     }
     await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -96,6 +102,10 @@ class Pki:
     def client_ca_file(self) -> Path:
         return self.dir / "front-proxy-ca.crt"
 
+    @property
+    def client_cas(self) -> dict[str, Path]:
+        return {FRONT_PROXY_CA: self.client_ca_file}
+
     def write_serving(self, cert: trustme.LeafCert) -> None:
         self.cert_file.write_bytes(b"".join(pem.bytes() for pem in cert.cert_chain_pems))
         self.key_file.write_bytes(cert.private_key_pem.bytes())
@@ -130,7 +140,7 @@ def pki(tmp_path: Path) -> Pki:
 
 @pytest.fixture
 def tls(pki: Pki) -> ServerTls:
-    return ServerTls(pki.cert_file, pki.key_file, pki.client_ca_file)
+    return ServerTls(pki.cert_file, pki.key_file, pki.client_cas)
 
 
 def _served_cert(response: httpx.Response) -> bytes:
@@ -155,6 +165,7 @@ async def test_a_front_proxy_client_certificate_is_in_every_request_scope(pki, t
     assert first == second
     extension = first["tls"]
     assert first["cn"] == "front-proxy-client"
+    assert first["issuers"] == [FRONT_PROXY_CA]
     assert extension["client_cert_chain"] == [proxy.cert_chain_pems[0].bytes().decode()]
     assert extension["client_cert_name"].startswith("CN=front-proxy-client,")
     assert extension["client_cert_error"] is None
@@ -215,21 +226,57 @@ async def test_without_a_client_ca_no_certificate_is_asked_for(pki):
     [
         pytest.param(None, None, id="plain-http"),
         pytest.param({"tls": {"client_cert_chain": []}}, None, id="no-certificate"),
-        pytest.param({"tls": {"client_cert_chain": ["CN"]}}, "proxy", id="with-cn"),
-        pytest.param({"tls": {"client_cert_chain": ["NO-CN"]}}, "", id="without-cn"),
+        pytest.param(
+            {"tls": {"client_cert_chain": ["CN"]}, ISSUERS_EXTENSION: [CLIENT_CA]},
+            ClientCert("proxy", ("ops",), frozenset({CLIENT_CA})),
+            id="with-cn",
+        ),
+        pytest.param(
+            {"tls": {"client_cert_chain": ["NO-CN"]}, ISSUERS_EXTENSION: []},
+            ClientCert("", ("ops",)),
+            id="without-cn",
+        ),
     ],
 )
-def test_client_common_name(extensions, expected):
+def test_client_certificate(extensions, expected):
     ca = trustme.CA()
     pems = {
-        "CN": ca.issue_cert("a", common_name="proxy").cert_chain_pems[0].bytes().decode(),
-        "NO-CN": ca.issue_cert("b").cert_chain_pems[0].bytes().decode(),
+        "CN": ca.issue_cert("a", common_name="proxy", organization_name="ops"),
+        "NO-CN": ca.issue_cert("b", organization_name="ops"),
     }
     scope: dict[str, Any] = {"type": "http"}
     if extensions is not None:
-        chain = [pems[name] for name in extensions["tls"]["client_cert_chain"]]
-        scope["extensions"] = {"tls": {"client_cert_chain": chain}}
-    assert client_common_name(scope) == expected
+        chain = [
+            pems[name].cert_chain_pems[0].bytes().decode()
+            for name in extensions["tls"]["client_cert_chain"]
+        ]
+        scope["extensions"] = {**extensions, "tls": {"client_cert_chain": chain}}
+    assert client_certificate(scope) == expected
+
+
+async def test_each_client_ca_is_named_as_the_issuer_of_its_certificates(pki, tmp_path):
+    """Both CAs verify, and the scope says which one signed: a certificate from the client CA
+    must never pass for the front proxy's. One from an intermediate of the client CA verifies
+    (the client sends the intermediate) but is issued directly by neither."""
+    users_ca = trustme.CA(organization_name="cluster")
+    users_ca_file = tmp_path / "client-ca.crt"
+    users_ca.cert_pem.write_to_path(users_ca_file)
+    tls = ServerTls(pki.cert_file, pki.key_file, {**pki.client_cas, CLIENT_CA: users_ca_file})
+    proxy = pki.front_proxy_ca.issue_cert("p", common_name="front-proxy-client")
+    alice = users_ca.issue_cert("alice", common_name="alice", organization_name="devs")
+    via_intermediate = users_ca.create_child_ca().issue_cert("bob", common_name="bob")
+    async with serving(tls) as url:
+        seen = {}
+        for name, cert in {"proxy": proxy, "alice": alice, "bob": via_intermediate}.items():
+            async with pki.client(cert) as client:
+                seen[name] = (await client.get(url)).json()
+    assert (seen["proxy"]["cn"], seen["proxy"]["issuers"]) == (
+        "front-proxy-client",
+        [FRONT_PROXY_CA],
+    )
+    assert (seen["alice"]["cn"], seen["alice"]["issuers"]) == ("alice", [CLIENT_CA])
+    assert seen["alice"]["organizations"] == ["devs"]
+    assert (seen["bob"]["cn"], seen["bob"]["issuers"]) == ("bob", [])
 
 
 # -- rotation ------------------------------------------------------------------------------------
@@ -275,7 +322,8 @@ async def test_a_rotated_client_ca_applies_to_new_handshakes(pki, tls):
         new_proxy_ca.cert_pem.write_to_path(pki.client_ca_file)
         assert tls.reload_if_changed() is True
         async with pki.client(new_proxy) as client:
-            assert (await client.get(url)).json()["cn"] == "new-proxy"
+            body = (await client.get(url)).json()
+        assert (body["cn"], body["issuers"]) == ("new-proxy", [FRONT_PROXY_CA])
         async with pki.client(old_proxy) as client:
             with pytest.raises(httpx.TransportError):
                 await client.get(url)
@@ -324,7 +372,7 @@ async def test_broken_new_files_keep_the_old_certificate(pki, tls, breakage, cap
 def test_a_server_does_not_start_without_a_loadable_certificate(pki):
     _truncate(pki.cert_file)
     with pytest.raises(ssl.SSLError):
-        ServerTls(pki.cert_file, pki.key_file, pki.client_ca_file)
+        ServerTls(pki.cert_file, pki.key_file, pki.client_cas)
 
 
 async def test_watch_files_notices_a_rotation(pki, tls):
