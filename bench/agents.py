@@ -1,4 +1,5 @@
-"""Load-generator processes for bench/compare.py, each driving thousands of `SocketIOClient`s.
+"""Load-generator processes for bench/compare.py, each driving thousands of
+`pushscale.sioclient.SocketIOClient`s, noting when each event arrives.
 
 The parent sends commands over a pipe; each agent runs its own uvloop, pinned to a CPU the
 server does not use, and binds its own loopback source address so agents never share (or run
@@ -18,7 +19,7 @@ from typing import Any
 
 import uvloop
 
-from bench.wsclient import SocketIOClient
+from pushscale.sioclient import SocketIOClient
 
 MAX_PER_AGENT = 9000
 CONNECT_TIMEOUT_SECONDS = 5.0
@@ -31,7 +32,7 @@ class _Agent:
         self.events = 0
         self.last_event = 0.0
 
-    def _event(self, frame: str, at: float) -> None:
+    def _event(self, packet: bytes, at: float) -> None:
         self.events += 1
         self.last_event = max(self.last_event, at)
 
@@ -55,12 +56,16 @@ class _Agent:
                 failures.append(f"connected after {latency:.1f} s")
             finished()
 
-        def failed(client: SocketIOClient, why: str) -> None:
+        def failed(why: str) -> None:
             failures.append(why)
             finished()
 
+        def closed(client: SocketIOClient, reason: str, was_connected: bool) -> None:
+            if not was_connected:
+                failed(reason)
+
         async def one() -> None:
-            client = SocketIOClient(port, game, connected, failed, self._event)
+            client = SocketIOClient("127.0.0.1", port, game, connected, closed, self._event)
             started[id(client)] = time.monotonic()
             try:
                 await loop.create_connection(
@@ -68,7 +73,7 @@ class _Agent:
                 )
                 self.clients.append(client)
             except OSError as exc:
-                failed(client, f"connect: {exc.strerror}")
+                failed(f"connect: {exc.strerror}")
 
         begin = time.monotonic()
         openers = []
@@ -94,7 +99,7 @@ class _Agent:
 
     async def close_all(self) -> dict[str, Any]:
         for client in self.clients:
-            client.close()
+            client.leave()
         self.clients.clear()
         await asyncio.sleep(0.5)
         return {"closed": True}
@@ -111,7 +116,7 @@ class _Agent:
         return {"events": self.events, "last": self.last_event}
 
     def alive(self) -> dict[str, Any]:
-        return {"connected": sum(1 for c in self.clients if c.connected and not c.closed)}
+        return {"connected": sum(1 for c in self.clients if c.connected and not c.finished)}
 
 
 async def _serve(pipe: Connection, source_ip: str) -> None:

@@ -1,10 +1,11 @@
 """A minimal socket.io client over websocket, one asyncio protocol object per connection.
 
-`pushscale.loadgen` opens thousands of these in one process for `pushscale demo`. It speaks
-just enough of RFC 6455, engine.io v4 and socket.io v4 to be a viewer: the upgrade, the
-namespace connect, `joinByGameId`, heartbeats, and a clean goodbye. No task per connection;
-the owner hears of the two moments that matter: `connected` and `closed` (with socket.io's
-reason words, so the owner can decide like socket.io-client whether to reconnect).
+`pushscale.loadgen` opens thousands of these in one process for `pushscale demo`, and
+`bench/agents.py` tens of thousands for the push server benchmark. It speaks just enough of
+RFC 6455, engine.io v4 and socket.io v4 to be a viewer: the upgrade, the namespace connect,
+`joinByGameId`, heartbeats, and a clean goodbye. No task per connection; the owner hears of the
+moments that matter: `connected` and `closed` (with socket.io's reason words, so the owner can
+decide like socket.io-client whether to reconnect), and, if it asks, each event's arrival.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import base64
 import json
 import os
 import struct
+import time
 from collections.abc import Callable
 from typing import cast
 
@@ -44,7 +46,8 @@ class SocketIOClient(asyncio.Protocol):
     """One viewer: connects, joins `game`, answers heartbeats until closed.
 
     `on_connected(client)` fires once socket.io's CONNECT is acknowledged (when the server
-    counts the socket); `on_closed(client, reason, was_connected)` fires exactly once.
+    counts the socket); `on_closed(client, reason, was_connected)` fires exactly once;
+    `on_event(packet, time.time())`, if given, for every socket.io EVENT packet received.
     """
 
     def __init__(
@@ -54,12 +57,14 @@ class SocketIOClient(asyncio.Protocol):
         game: str,
         on_connected: Callable[[SocketIOClient], None],
         on_closed: Callable[[SocketIOClient, str, bool], None],
+        on_event: Callable[[bytes, float], None] | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.game = game
         self._on_connected = on_connected
         self._on_closed = on_closed
+        self._on_event = on_event
         self._transport: asyncio.Transport | None = None
         self._buffer = b""
         self._upgraded = False
@@ -137,6 +142,9 @@ class SocketIOClient(asyncio.Protocol):
             join = json.dumps(["joinByGameId", {"gameId": self.game}], separators=(",", ":"))
             self._transport.write(frame("42" + join))
             self._on_connected(self)
+        elif payload.startswith(b"42"):  # socket.io EVENT
+            if self._on_event is not None:
+                self._on_event(payload, time.time())
         elif payload[:1] == b"2":  # engine.io PING from the server
             self._transport.write(frame("3"))
         elif payload.startswith(b"41"):

@@ -1,0 +1,55 @@
+"""`pushscale.sioclient`, the raw client of the demo's viewers and the benchmark's agents,
+against a real push server: it joins its game, hears that game's events and nothing else, and
+says why it closed in socket.io's words."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pushscale.sioclient import CLIENT_DISCONNECT, TRANSPORT_CLOSE, SocketIOClient
+from tests.conftest import eventually
+
+
+class Seen:
+    def __init__(self) -> None:
+        self.connected = 0
+        self.closed: list[tuple[str, bool]] = []
+        self.events: list[bytes] = []
+
+    def client(self, port: int, game: str) -> SocketIOClient:
+        return SocketIOClient(
+            "127.0.0.1", port, game,
+            lambda c: setattr(self, "connected", self.connected + 1),
+            lambda c, reason, was_connected: self.closed.append((reason, was_connected)),
+            lambda packet, at: self.events.append(packet),
+        )  # fmt: skip
+
+
+async def test_events_of_its_game_arrive_and_leaving_is_a_clean_goodbye(
+    server_factory, publish_token
+):
+    pod = server_factory(token=publish_token, workers=1)
+    loop = asyncio.get_running_loop()
+    fan, other = Seen(), Seen()
+    fan_client = fan.client(pod.port, "final")
+    await loop.create_connection(lambda: fan_client, "127.0.0.1", pod.port)
+    other_client = other.client(pod.port, "semi")
+    await loop.create_connection(lambda: other_client, "127.0.0.1", pod.port)
+
+    # Joined: the server counts both in their rooms.
+    async def joined() -> bool:
+        return await pod.total("socket_io_events_received_total", event="joinByGameId") == 2
+
+    await eventually(lambda: fan.connected == other.connected == 1, what="both connected")
+    await eventually(joined, what="both joins")
+    assert (await pod.publish("final", "score", {"home": 1})).status_code == 202
+    await eventually(lambda: bool(fan.events), what="the score")
+    assert fan.events == [b'42["score",{"home":1}]']
+    await asyncio.sleep(0.2)
+    assert other.events == [], "another game's event"
+
+    fan_client.leave()
+    assert fan.closed == [(CLIENT_DISCONNECT, True)]
+    pod.stop()
+    await eventually(lambda: bool(other.closed), what="the drain to close the other client")
+    assert other.closed == [(TRANSPORT_CLOSE, True)]
