@@ -252,9 +252,8 @@ class ServerTls:
             log.warning("kept the previous serving certificate; new files do not load: %s", exc)
         self._refused = marker
 
-    def issuers(self, der: bytes) -> frozenset[str]:
+    def issuers(self, leaf: x509.Certificate) -> frozenset[str]:
         """The names of the client CAs that signed this (verified) certificate."""
-        leaf = x509.load_der_x509_certificate(der)
         return frozenset(
             name for name, cas in self._trust.items() if any(_signed_by(leaf, ca) for ca in cas)
         )
@@ -321,17 +320,17 @@ def _cipher_ids() -> Mapping[str, int]:
     return {cipher["name"]: cipher["id"] & 0xFFFF for cipher in ciphers}
 
 
-def tls_extension(ssl_object: ssl.SSLObject) -> dict[str, Any]:
-    """The ASGI TLS extension for one connection, after its handshake."""
-    der = ssl_object.getpeercert(binary_form=True)
+def tls_extension(ssl_object: ssl.SSLObject, peer: x509.Certificate | None) -> dict[str, Any]:
+    """The ASGI TLS extension for one connection, after its handshake; `peer` is its verified
+    client certificate."""
     cipher = ssl_object.cipher()
     version = ssl_object.version()
     return {
         "server_cert": None,
-        "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
-        "client_cert_name": (
-            x509.load_der_x509_certificate(der).subject.rfc4514_string() if der else None
-        ),
+        "client_cert_chain": [peer.public_bytes(serialization.Encoding.PEM).decode()]
+        if peer
+        else [],
+        "client_cert_name": peer.subject.rfc4514_string() if peer else None,
         "client_cert_error": None,  # an unverified certificate never gets this far
         "tls_version": _TLS_VERSIONS.get(version) if version else None,
         "cipher_suite": _cipher_ids().get(cipher[0]) if cipher else None,
@@ -346,9 +345,10 @@ def _with_tls(app: App, transport: asyncio.BaseTransport, server_tls: ServerTls)
     ssl_object = transport.get_extra_info("ssl_object")
     if ssl_object is None:  # the spec forbids the extension on plain connections
         return app
-    extension = tls_extension(ssl_object)
     der = ssl_object.getpeercert(binary_form=True)
-    issuers = sorted(server_tls.issuers(der)) if der else []
+    peer = x509.load_der_x509_certificate(der) if der else None
+    extension = tls_extension(ssl_object, peer)
+    issuers = sorted(server_tls.issuers(peer)) if peer else []
 
     async def with_tls(scope: Scope, receive: Receive, send: Send) -> None:
         extensions = scope.setdefault("extensions", {})
