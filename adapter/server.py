@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 import socket
@@ -33,6 +32,7 @@ from adapter.pods import StaticPodsError
 from adapter.rounds import Rounds, keep_seconds
 from adapter.scrape import ScrapeSettings, ThreadedScraper
 from adapter.settings import AdapterSettings
+from pushscale.program import write_ready_file
 
 log = logging.getLogger("pushscale.adapter")
 
@@ -187,7 +187,7 @@ async def _announce(server: uvicorn.Server, settings: AdapterSettings) -> None:
     port = server.servers[0].sockets[0].getsockname()[1]
     log.info("serving the custom metrics API on https://%s:%d", settings.bind_address, port)
     if settings.ready_file is not None:
-        Path(settings.ready_file).write_text(json.dumps({"port": port}), encoding="utf-8")
+        write_ready_file(settings.ready_file, {"port": port})
 
 
 @contextlib.asynccontextmanager

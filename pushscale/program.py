@@ -3,16 +3,19 @@
 `pushserver.cli`, `adapter.cli` and `adapter.controller.cli` each call `run_program` with their
 own settings parser and coroutine, so the three share one behaviour: a bad flag is one line and
 exit code 2, a start-up failure one `cannot start:` line and exit code 1, otherwise the
-coroutine's own exit code.
+coroutine's own exit code. Once serving, each writes its `--ready-file` with
+`write_ready_file`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import uvloop
@@ -53,3 +56,12 @@ def run_program(
     except startup_errors as exc:
         logging.getLogger(f"pushscale.{log_name(settings)}").error("cannot start: %s", exc)
         return EXIT_STARTUP
+
+
+def write_ready_file(path: str, document: Mapping[str, Any]) -> None:
+    """Write the JSON a waiting process reads once the file exists: to a temporary name first,
+    then renamed, so the file never exists half written."""
+    final = Path(path)
+    partial = final.with_name(f".{final.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(document), encoding="utf-8")
+    os.replace(partial, final)

@@ -25,10 +25,10 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import redis.asyncio
 
+from pushscale.program import write_ready_file
 from pushserver.embedded_redis import start_embedded_redis
 from pushserver.limits import limit_warnings, raise_open_file_limit, read_host_limits
 from pushserver.listeners import (
@@ -187,7 +187,7 @@ class Supervisor:
                 "workers": [slot.process.pid if slot.process else None for slot in self._slots],
                 "redis_url": redact_url(self.redis_url),
             }
-            Path(s.ready_file).write_text(json.dumps(document), encoding="utf-8")
+            write_ready_file(s.ready_file, document)
 
     # -- running --------------------------------------------------------------------------
 
