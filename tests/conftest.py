@@ -169,15 +169,20 @@ def spawn_until_ready(
     `log_path`. Fails with the log when it exits or is not ready in time."""
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=environ)
-    deadline = time.monotonic() + timeout
-    while not ready.exists():
-        if process.poll() is not None:
-            raise AssertionError(f"{what} exited {process.returncode}:\n{log_path.read_text()}")
-        if time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"{what} not ready in {timeout:g} s:\n{log_path.read_text()}")
-        time.sleep(0.05)
-    info: dict[str, Any] = json.loads(ready.read_text())
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready.exists():
+            if process.poll() is not None:
+                raise AssertionError(f"{what} exited {process.returncode}:\n{log_path.read_text()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what} not ready in {timeout:g} s:\n{log_path.read_text()}")
+            time.sleep(0.05)
+        info: dict[str, Any] = json.loads(ready.read_text())
+    except BaseException:
+        # Nobody else holds the process yet: a start that fails here must not leave it running.
+        process.kill()
+        process.wait()
+        raise
     return process, info
 
 
