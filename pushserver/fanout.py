@@ -45,8 +45,12 @@ class RoomFanout(socketio.AsyncRedisManager):  # type: ignore[misc]
     async def subscribe(self, timeout_seconds: float) -> None:
         """Start listening now, not at the first client connection, and return once Redis
         has the subscription: a worker reports ready only when it can receive every publish."""
-        self.server.manager_initialized = True
-        self.initialize()
+        # python-socketio otherwise starts the listener at the first client connection; a
+        # second listener would share `self.pubsub` with the first, and the two replace each
+        # other's subscription in a loop, leaking a subscribed connection on every turn.
+        if not self.server.manager_initialized:
+            self.server.manager_initialized = True
+            self.initialize()
         try:
             async with asyncio.timeout(timeout_seconds):
                 while not await self._subscribed():

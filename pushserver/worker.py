@@ -167,22 +167,23 @@ async def _serve(
         await reader.read()
         worker.start_drain("supervisor gone")
 
-    lifeline_task = asyncio.create_task(lifeline())
-    running = asyncio.create_task(worker.run(client_sock, metrics_sock))
-    started = asyncio.create_task(worker.started())
-
     async def failed(why: str) -> int:
         report({"error": f"worker {index}: {why}"})
         await writer.drain()
         return 3
 
-    await asyncio.wait([running, started], return_when=asyncio.FIRST_COMPLETED)
-    if running.done():
-        return await failed(f"stopped while starting: {running.exception()}")
+    lifeline_task = asyncio.create_task(lifeline())
+    # Subscribed before serving, so no client is served by a worker that cannot yet receive
+    # publishes; clients that arrive meanwhile wait in the listen backlog.
     try:
         await worker.fanout.subscribe(_SUBSCRIBE_TIMEOUT_SECONDS)
     except PublishFailed as exc:
         return await failed(str(exc))
+    running = asyncio.create_task(worker.run(client_sock, metrics_sock))
+    started = asyncio.create_task(worker.started())
+    await asyncio.wait([running, started], return_when=asyncio.FIRST_COMPLETED)
+    if running.done():
+        return await failed(f"stopped while starting: {running.exception()}")
     log.info("serving; redis %s", redact_url(spec["redis_url"]))
     report({"ready": True})
     await writer.drain()
