@@ -52,6 +52,10 @@ class PushServer(socketio.AsyncServer):  # type: ignore[misc]
             cors_allowed_origins=list(settings.cors_allowed_origins),
             # Handlers are short and never block; running them inline saves a task per event.
             async_handlers=False,
+            # Our loggers: given `True`/`False`, both libraries add a handler of their own and
+            # print every error twice, once unformatted.
+            logger=logging.getLogger("socketio.server"),
+            engineio_logger=logging.getLogger("engineio.server"),
             # Options for `Engine`, which python-socketio passes through to it.
             stats=stats,
             refusal=refusal,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import httpx
 import pytest
@@ -195,3 +196,9 @@ async def test_publish_fails_loudly_when_redis_is_gone(
     # Redis did not take it, so nobody got it: the publisher can retry without duplicates.
     assert viewer.got("e") == []
     assert viewer.client.connected, "clients stay connected while Redis is away"
+
+    # The listener's retries are logged once each, with the worker's prefix and the reason.
+    await eventually(lambda: "Cannot receive from redis" in server.log(), what="a listener error")
+    retries = [line for line in server.log().splitlines() if "Cannot receive from redis" in line]
+    assert all(re.match(r"\d\d:\d\d:\d\d ERROR +\[pod0/worker-\d\] ", r) for r in retries), retries
+    assert all("retrying in 1 secs: " in r and "Connection" in r for r in retries), retries
