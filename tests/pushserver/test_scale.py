@@ -103,14 +103,16 @@ async def test_a_worker_above_recommended_sheds_its_newest_sockets_paced(
         extra=["--recommended-connections", "20", "--shed-buffer", "0",
                "--shed-interval-ms", str(interval_ms)],
     )  # fmt: skip
+    # Started now, before pod A sheds: `server_factory` blocks this event loop, which also
+    # carries the proxy and the clients, so starting it during the shed would bunch the drops.
+    pod_b = server_factory(token=publish_token, name="pod-b", workers=1)
     proxy = await ServiceProxy([pod_a.port]).start()
     clients: list[Viewer] = []
     try:
         await wait_routable(proxy, 1)
         for _ in range(30):  # one at a time, so "newest" has a clear meaning
             clients += await viewers(proxy.url, 1, game="derby", **RECONNECT)
-        # The new pod of a scale-up: reconnecting clients can now land there.
-        pod_b = server_factory(token=publish_token, name="pod-b", workers=1)
+        # The new pod of a scale-up joins the Service: reconnecting clients can now land there.
         proxy.add(pod_b.port)
         await wait_routable(proxy, 2)
 
@@ -146,7 +148,9 @@ async def test_a_worker_above_recommended_sheds_its_newest_sockets_paced(
 async def test_shed_requests_need_the_admin_token(server_factory, viewers):
     admin = "admin-token-" + "z" * 16
     pod = server_factory(workers=1, extra=["--admin-token", admin])
-    clients = await viewers(pod.url, 8)
+    clients: list[Viewer] = []
+    for _ in range(8):  # one at a time, so "newest" has a clear meaning
+        clients += await viewers(pod.url, 1)
     shed_url = f"http://127.0.0.1:{pod.metrics_ports[0]}/admin/shed"
     async with httpx.AsyncClient() as http:
         nobody = await http.post(shed_url, json={"count": 5})
