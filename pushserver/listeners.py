@@ -4,6 +4,8 @@
 before any worker starts. The client port is shared the way the kernel does best: each worker gets
 its own `SO_REUSEPORT` socket on the same port, and the kernel spreads new connections evenly over
 the workers that are alive (a dead worker's socket closes with it, so no connection waits on it).
+The supervisor also holds a reservation on the client port that never listens, so the port stays
+ours while workers restart.
 Each worker's metrics port is bound once for the supervisor's whole life, so a restarted worker
 finds its port and nobody else can take it in between.
 """
@@ -37,33 +39,48 @@ def _explain(exc: OSError, what: str, host: str, port: int) -> PortUnavailable:
     return PortUnavailable(exc.errno, f"{what} {host}:{port} {reason}")
 
 
-def claim_client_port(host: str, port: int) -> int:
-    """Check that nothing, not even another pushscale server, listens on `port`; return it.
+def claim_client_port(host: str, port: int) -> socket.socket:
+    """Reserve the client port for the server's whole life; return the reservation.
 
-    `SO_REUSEPORT` would happily let two servers of the same user share a port, so the check
-    binds once without it. Port 0 picks a free port.
+    The reservation is bound with `SO_REUSEPORT` and never listens, so no connection queues on
+    it: each worker's listening socket (`client_socket`) joins it on the same port. While it is
+    held nothing else can take the port, not even an outgoing connection picking an ephemeral
+    port between start-up steps or while every worker is restarting. Port 0 picks a free port.
+
+    An explicit port is first checked with a bind without `SO_REUSEPORT`, which fails if
+    anything listens there, even another pushscale server (which `SO_REUSEPORT` would let in).
     """
-    probe = socket.socket(_family(host), socket.SOCK_STREAM)
-    try:
-        # SO_REUSEADDR lets the probe bind over the TIME_WAIT connections a previous server on
-        # this port left behind (a restarted container), but still not over a listener.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind((host, port))
-        return int(probe.getsockname()[1])
-    except OSError as exc:
-        raise _explain(exc, "client port", host, port) from exc
-    finally:
-        probe.close()
+    if port != 0:
+        probe = socket.socket(_family(host), socket.SOCK_STREAM)
+        try:
+            # SO_REUSEADDR lets the probe bind over the TIME_WAIT connections a previous server
+            # on this port left behind (a restarted container), but still not over a listener.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+        except OSError as exc:
+            raise _explain(exc, "client port", host, port) from exc
+        finally:
+            probe.close()
+    return _reuseport_socket(host, port)
 
 
 def client_socket(host: str, port: int) -> socket.socket:
     """One worker's listening socket on the shared client port."""
+    sock = _reuseport_socket(host, port)
+    try:
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise _explain(exc, "client port", host, port) from exc
+    return sock
+
+
+def _reuseport_socket(host: str, port: int) -> socket.socket:
     sock = socket.socket(_family(host), socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
-        sock.listen(BACKLOG)
     except OSError as exc:
         sock.close()
         raise _explain(exc, "client port", host, port) from exc

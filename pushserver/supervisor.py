@@ -94,7 +94,9 @@ class Supervisor:
         s = self.settings
         self._check_limits()
         try:
-            self.port = claim_client_port(s.host, s.port)
+            reservation = claim_client_port(s.host, s.port)
+            self._cleanups.append(reservation.close)
+            self.port = int(reservation.getsockname()[1])
             metrics = metrics_sockets(s.host, s.metrics_port, s.workers)
         except PortUnavailable as exc:
             raise StartupError(str(exc)) from exc
