@@ -175,7 +175,7 @@ def summary(tally: Tally, elapsed_seconds: float) -> str:
     verdict = "matched" if last.matched else "did not match"
     moves = f"{tally.moves} move" + ("" if tally.moves == 1 else "s")
     return (
-        f"summary: {last.clients} viewers connected at the end (target {last.target}; "
+        f"summary: {last.clients} viewers connected at the last refresh (target {last.target}; "
         f"{load.connects} connects, {load.reconnects} of them reconnects, {load.failures} "
         f"failed attempts) over {elapsed_seconds:.0f} s with {moves}. The adapter "
         f"answered {tally.refreshes} refreshes from {len(tally.rounds)} scrape rounds; its "

@@ -217,7 +217,7 @@ def test_live_counts_are_exact_the_curl_lines_work_and_ctrl_c_stops_everything(d
     assert re.search(r"push servers stopped \(exit 0, 0\); viewers connected: \d+ before, 0 after",
                      output), output  # fmt: skip
     assert "adapter stopped (exit 0)" in output and "Redis stopped" in output
-    assert re.search(r"summary: \d+ viewers connected at the end", output)
+    assert re.search(r"summary: \d+ viewers connected at the last refresh", output)
     assert left_behind(demo) == []
 
 
