@@ -77,6 +77,12 @@ FAMILIES = (
            Combine.SUM, lambda s: s.publishes, "code"),
     Family("pushscale_draining", "gauge", "1 while this worker drains, else 0",
            Combine.MAX, lambda s: int(s.draining)),
+    Family("pushscale_redis_subscribed", "gauge",
+           "1 while Redis holds this worker's subscription (it receives publishes), else 0",
+           Combine.SUM, lambda s: int(s.redis_subscribed)),
+    Family("pushscale_redis_subscription_losses_total", "counter",
+           "Times this worker's Redis subscription failed (it subscribes again within 5 s)",
+           Combine.SUM, lambda s: s.redis_subscription_losses),
 )  # fmt: skip
 
 # How a pod's value is made from its workers' values, for every family a worker serves.

@@ -31,6 +31,9 @@ class WorkerStats:
     shed_total: int = 0
     publishes: Counter[str] = field(default_factory=Counter)
     draining: bool = False
+    # Whether Redis has confirmed this worker's subscription to the fan-out channel right now.
+    redis_subscribed: bool = False
+    redis_subscription_losses: int = 0
 
     def client_error(self, reason: str) -> None:
         self.errors_total += 1

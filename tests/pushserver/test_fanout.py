@@ -1,15 +1,17 @@
-"""Each worker listens on the Redis channel exactly once, however early its first client came.
+"""Each worker listens on the Redis channel exactly once, however early its first client came,
+and listens again by itself after Redis comes back, saying so in its metrics.
 
 python-socketio starts its Redis listener lazily, at the first client connection; the worker
-starts it itself, before serving. Two listeners in one worker would share one pub/sub object
-and replace each other's subscription in a loop: messages lost, a leaked subscribed connection
-per turn (each one a copy of every publish, buffered by Redis for nobody).
+starts it itself, before serving. A second listener in one worker would deliver every publish
+twice (with python-socketio's own listening loop, the two also replaced each other's
+subscription in a loop, losing messages and leaking a subscribed connection per turn).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 
 import redis.asyncio
@@ -19,7 +21,7 @@ import websockets
 
 from pushserver.fanout import RoomFanout
 from pushserver.stats import WorkerStats
-from tests.conftest import free_port_block, url_of
+from tests.conftest import eventually, free_port_block, url_of
 
 
 async def _pubsub_connections(url: str, name: str) -> int:
@@ -56,8 +58,9 @@ async def test_a_client_connected_before_the_subscription_starts_no_second_liste
             fanout.thread.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await fanout.thread
-        await fanout.pubsub.aclose()
-        await fanout.redis.aclose()
+        for client in (fanout.pubsub, fanout.redis):
+            if client is not None:
+                await client.aclose()
 
 
 async def test_a_pod_started_into_a_reconnect_storm_listens_once_per_worker(
@@ -96,3 +99,33 @@ async def test_a_pod_started_into_a_reconnect_storm_listens_once_per_worker(
         assert response.json()["workers"] == 2
     finally:
         await asyncio.gather(*(ws.close() for ws in opened))
+
+
+async def test_after_a_redis_restart_every_worker_listens_again_and_says_so(
+    server_factory, publish_token, viewers, own_redis
+):
+    pod = server_factory(token=publish_token, redis_url=url_of(own_redis))
+    clients = await viewers(pod.url, 20)
+    joins = await asyncio.gather(
+        *(c.client.call("joinByGameId", {"gameId": "back"}, timeout=10) for c in clients)
+    )
+    assert {j["worker"] for j in joins} == {f"{pod.name}/{w}" for w in pod.workers}
+    assert await pod.total("pushscale_redis_subscribed") == 2
+
+    async def subscribed(count: int) -> bool:
+        return await pod.total("pushscale_redis_subscribed") == count
+
+    own_redis.stop()
+    await eventually(lambda: subscribed(0), what="both workers to report the loss")
+    await asyncio.sleep(8)  # a Redis pod being replaced; the retries back off meanwhile
+    own_redis.start()
+    await eventually(lambda: subscribed(2), timeout=15, what="both workers to subscribe again")
+
+    response = await pod.publish("back", "score", 1)
+    assert response.json()["workers"] == 2
+    await eventually(lambda: all(c.got("score") == [1] for c in clients), what="every viewer")
+    assert all(c.client.connected for c in clients), "clients stayed through the outage"
+    # Retries back off to 5 s, no further (python-socketio's own loop goes on to 60 s).
+    delays = [float(d) for d in re.findall(r"subscribing again in ([\d.]+) s", pod.log())]
+    assert max(delays) == 5.0, delays
+    assert await pod.total("pushscale_redis_subscription_losses_total") == len(delays)
