@@ -89,9 +89,9 @@ class RoomFanout(socketio.AsyncRedisManager):  # type: ignore[misc]
                 self._stats.redis_subscription_losses += 1
                 log.error("not subscribed to Redis (%s); subscribing again in %.1f s", exc, delay)
             finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-                    await redis.aclose()
+                for closing in (pubsub, redis):
+                    with contextlib.suppress(Exception):
+                        await closing.aclose()
             await asyncio.sleep(delay)
             delay = min(2 * delay, _RETRY_MAX_SECONDS)
 

@@ -11,19 +11,10 @@ import sys
 from urllib.parse import urlsplit, urlunsplit
 
 
-class _Formatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        # python-socketio puts the reason a Redis call failed in `extra`, not in the message
-        # ("Cannot receive from redis... retrying in 1 secs"), which alone says nothing.
-        cause = getattr(record, "redis_exception", None)
-        return f"{line}: {cause}" if cause else line
-
-
 def configure_logging(level: str, name: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        _Formatter(f"%(asctime)s %(levelname)-7s [{name}] %(message)s", "%H:%M:%S")
+        logging.Formatter(f"%(asctime)s %(levelname)-7s [{name}] %(message)s", "%H:%M:%S")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
