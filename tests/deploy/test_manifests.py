@@ -1145,6 +1145,7 @@ DASHBOARD_PANELS = {
     "Controller decisions",
     "Adapter scrape errors",
     "Drain progress",
+    "Redis fan-out",
 }
 
 
