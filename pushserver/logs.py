@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 
@@ -33,3 +36,39 @@ def redact_url(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass
+class LogLimiter:
+    """At most one log line per cause per interval, so what outsiders send cannot grow the log.
+
+    `cause` must come from our own fixed vocabulary (an error kind, an exception class name),
+    never from client bytes: the table of causes is what bounds the memory. Lines held back are
+    counted and the count is said on the next line for that cause.
+    """
+
+    logger: logging.Logger
+    interval: float = 60.0
+    clock: Callable[[], float] = time.monotonic
+    _last: dict[str, float] = field(default_factory=dict)
+    _held: dict[str, int] = field(default_factory=dict)
+
+    def log(self, level: int, cause: str, message: str, *args: object) -> bool:
+        """Log `message % args` unless `cause` was logged within the interval; True if logged."""
+        now = self.clock()
+        last = self._last.get(cause)
+        if last is not None and now - last < self.interval:
+            self._held[cause] = self._held.get(cause, 0) + 1
+            return False
+        self._last[cause] = now
+        held = self._held.pop(cause, 0)
+        if held:
+            message += f" (and {held} more like it in the last {self.interval:g} s)"
+        self.logger.log(level, message, *args)
+        return True
+
+    def warning(self, cause: str, message: str, *args: object) -> bool:
+        return self.log(logging.WARNING, cause, message, *args)
+
+    def info(self, cause: str, message: str, *args: object) -> bool:
+        return self.log(logging.INFO, cause, message, *args)
