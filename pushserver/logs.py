@@ -1,7 +1,10 @@
-"""Logging set-up for the supervisor and its workers, and redaction of secrets in URLs.
+"""Logging set-up for the supervisor and its workers, redaction of secrets in URLs, and the
+limits that keep outside input from growing the log.
 
-Called once by `pushserver.cli` (supervisor) and `pushserver.worker` (each worker) before
-anything logs; never at import time.
+`configure_logging` is called once by `pushserver.cli` (supervisor) and `pushserver.worker`
+(each worker) before anything logs; never at import time. Whatever logs about what a client,
+publisher or Redis sent goes through a `LogLimiter` (our code) or a `RepeatFilter` (libraries'
+per-request loggers): at most one line per cause per minute, with a count of those held back.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ def configure_logging(level: str, name: str) -> None:
     # python-socketio and engine.io log every packet at INFO, httpx every request.
     for chatty in ("socketio", "engineio", "uvicorn.error", "httpx", "httpcore"):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
+    # Loggers that log once per bad request or packet: a client could grow the log at will.
+    for per_request in ("uvicorn.error", "socketio.server", "engineio.server"):
+        logger = logging.getLogger(per_request)
+        logger.filters[:] = [f for f in logger.filters if not isinstance(f, RepeatFilter)]
+        logger.addFilter(RepeatFilter())
 
 
 def redact_url(url: str) -> str:
@@ -36,6 +44,10 @@ def redact_url(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+# Causes are a fixed vocabulary; this only bounds the table if a caller gets that wrong.
+_MAX_CAUSES = 256
 
 
 @dataclass
@@ -53,22 +65,55 @@ class LogLimiter:
     _last: dict[str, float] = field(default_factory=dict)
     _held: dict[str, int] = field(default_factory=dict)
 
-    def log(self, level: int, cause: str, message: str, *args: object) -> bool:
+    def log(
+        self,
+        level: int,
+        cause: str,
+        message: str,
+        *args: object,
+        exc_info: BaseException | None = None,
+    ) -> bool:
         """Log `message % args` unless `cause` was logged within the interval; True if logged."""
+        suffix = self.admit(cause)
+        if suffix is None:
+            return False
+        self.logger.log(level, message + suffix, *args, exc_info=exc_info)
+        return True
+
+    def admit(self, cause: str) -> str | None:
+        """None if a line for `cause` was logged within the interval (this one is held back and
+        counted); else what the line should end with: nothing, or how many were held back."""
+        if cause not in self._last and len(self._last) >= _MAX_CAUSES:
+            cause = "(other causes)"
         now = self.clock()
         last = self._last.get(cause)
         if last is not None and now - last < self.interval:
             self._held[cause] = self._held.get(cause, 0) + 1
-            return False
+            return None
         self._last[cause] = now
         held = self._held.pop(cause, 0)
-        if held:
-            message += f" (and {held} more like it in the last {self.interval:g} s)"
-        self.logger.log(level, message, *args)
-        return True
+        return f" (and {held} more like it in the last {self.interval:g} s)" if held else ""
 
     def warning(self, cause: str, message: str, *args: object) -> bool:
         return self.log(logging.WARNING, cause, message, *args)
 
     def info(self, cause: str, message: str, *args: object) -> bool:
         return self.log(logging.INFO, cause, message, *args)
+
+
+class RepeatFilter(logging.Filter):
+    """`LogLimiter` for a library's logger that logs once per request or packet (uvicorn's
+    "Invalid HTTP request received.", say): lines are limited per format string, which is a
+    constant in the library's code, so the causes stay a fixed set."""
+
+    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.limiter = LogLimiter(logging.getLogger(__name__), interval, clock)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        suffix = self.limiter.admit(str(record.msg))
+        if suffix is None:
+            return False
+        if suffix:
+            record.msg = f"{record.msg}{suffix}"
+        return True

@@ -7,10 +7,11 @@ back to the sender verbatim, so they name the field and what was expected.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from pushserver import strictjson
 
 # Room names are built from game ids; keeping them short and plain keeps the rooms table, the
 # Redis messages and the logs free of anything a client could smuggle in.
@@ -80,11 +81,13 @@ class PublishRequest:
 
 
 def _json_object(body: bytes, fields: set[str]) -> dict[str, Any]:
-    """A request body that must be a JSON object with no fields but `fields`."""
+    """A request body that must be a JSON object with no fields but `fields`, that a
+    JavaScript client could parse (`pushserver.strictjson`: no NaN or Infinity, nesting at most
+    `strictjson.MAX_DEPTH`)."""
     try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PayloadError("bad_json", f"body is not valid JSON: {exc}") from exc
+        document = strictjson.loads(body)
+    except strictjson.JsonRejected as exc:
+        raise PayloadError(exc.code, f"body: {exc.message}") from None
     if not isinstance(document, dict):
         raise PayloadError("bad_payload", "body must be a JSON object")
     unknown = sorted(set(document) - fields)

@@ -26,11 +26,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pushserver.bodies import BodyTooLarge, read_capped
 from pushserver.fanout import PublishFailed, RoomFanout
+from pushserver.logs import LogLimiter
 from pushserver.payloads import PayloadError, parse_publish, parse_shed
 from pushserver.shedding import Busy, Shedder
 from pushserver.stats import WorkerStats
 
 log = logging.getLogger(__name__)
+# Publishers are outside input too: a burst of failing publishes is one line a minute.
+_complaints = LogLimiter(log)
 
 T = TypeVar("T")
 
@@ -110,7 +113,15 @@ def client_port_app(
         return JSONResponse({"code": 0, "message": "Transport unknown"}, 400)
 
     async def publish(request: Request) -> Response:
-        response = await _publish(request)
+        try:
+            response = await _publish(request)
+        except Exception as exc:
+            # Our bug: the publisher gets a plain 500 (counted like every outcome), the log
+            # one line per kind of failure per minute.
+            _complaints.log(
+                logging.ERROR, type(exc).__name__, "publish failed: %r", exc, exc_info=exc
+            )
+            response = _error(500, "internal_error", "the server failed to take the publish")
         stats.publishes[str(response.status_code)] += 1
         return response
 
@@ -123,7 +134,7 @@ def client_port_app(
         try:
             workers = await fanout.broadcast(asked.room, asked.event, asked.data)
         except PublishFailed as exc:
-            log.warning("publish to %s failed: %s", asked.room, exc)
+            _complaints.warning("redis_unavailable", "publish to %s failed: %s", asked.room, exc)
             return _error(503, "redis_unavailable", str(exc), **{"retry-after": "1"})
         return JSONResponse({"room": asked.room, "event": asked.event, "workers": workers}, 202)
 

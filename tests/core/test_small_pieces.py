@@ -1,10 +1,13 @@
-"""Small pure helpers: URL redaction, bearer checks, frame sizes."""
+"""Small pure helpers: URL redaction, bearer checks, frame sizes, log limits."""
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import pytest
 
-from pushserver.logs import redact_url
+from pushserver.logs import LogLimiter, RepeatFilter, redact_url
 from pushserver.routes import bearer_token_matches
 
 
@@ -38,10 +41,6 @@ def test_bearer(header, ok):
 
 
 def test_log_limiter_says_one_line_per_cause_per_interval_and_counts_the_rest(caplog):
-    import logging
-
-    from pushserver.logs import LogLimiter
-
     now = [0.0]
     limiter = LogLimiter(logging.getLogger("limited"), interval=10.0, clock=lambda: now[0])
     with caplog.at_level(logging.INFO, logger="limited"):
@@ -56,3 +55,25 @@ def test_log_limiter_says_one_line_per_cause_per_interval_and_counts_the_rest(ca
         "socket sid nested too deep",
         "socket sid sent bad JSON (and 999 more like it in the last 10 s)",
     ]
+
+
+def test_a_library_logger_says_each_line_once_per_interval(caplog: Any) -> None:
+    now = [0.0]
+    logger = logging.getLogger("per_request_library")
+    logger.addFilter(RepeatFilter(interval=10.0, clock=lambda: now[0]))
+    with caplog.at_level(logging.INFO, logger="per_request_library"):
+        for peer in range(500):
+            logger.warning("Invalid HTTP request received from %s.", peer)
+        now[0] = 10.0
+        logger.warning("Invalid HTTP request received from %s.", "last")
+    assert [r.getMessage() for r in caplog.records] == [
+        "Invalid HTTP request received from 0.",
+        "Invalid HTTP request received from last. (and 499 more like it in the last 10 s)",
+    ]
+
+
+def test_the_log_limiter_table_is_bounded_even_if_causes_are_not() -> None:
+    limiter = LogLimiter(logging.getLogger("unbounded"), interval=60.0, clock=lambda: 0.0)
+    logged = sum(limiter.admit(f"cause-{i}") is not None for i in range(10_000))
+    # 256 causes of their own, then one shared by all the rest.
+    assert logged == 257
