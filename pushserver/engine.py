@@ -13,6 +13,11 @@ wheel for all sockets; incoming messages run in a task only while a socket has s
 outgoing frames go straight to the transport, and a client that stops reading is disconnected
 once its unsent backlog passes `SLOW_CLIENT_BYTES`, so one slow phone never stalls a fan-out.
 
+Every frame a client sends draws from its one `EventBudget` (`pushserver.ratelimit`): the
+socket.io layer spends it for MESSAGE frames, this engine for the rest (pings, pongs, noops), so
+no kind of frame floods for free. A session that has not connected a socket.io namespace within
+`connect_timeout` seconds is closed, as socket.io's own `connectTimeout` does.
+
 Only the websocket transport exists: long-polling cannot work across workers without sticky
 sessions. A polling request gets engine.io's own "Transport unknown" error.
 """
@@ -24,6 +29,7 @@ import base64
 import json
 import logging
 import secrets
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -34,6 +40,8 @@ import engineio
 from engineio import packet as eio_packet
 
 from pushserver import websocket as ws
+from pushserver.logs import LogLimiter
+from pushserver.ratelimit import EventBudget, Verdict
 from pushserver.stats import WorkerStats
 
 log = logging.getLogger(__name__)
@@ -41,6 +49,8 @@ log = logging.getLogger(__name__)
 # engine.io's defaults, which socket.io clients expect unless told otherwise.
 PING_INTERVAL_SECONDS = 25
 PING_TIMEOUT_SECONDS = 20
+# socket.io's `connectTimeout` default: an engine.io session must join a namespace by then.
+CONNECT_TIMEOUT_SECONDS = 45.0
 # Unsent bytes a client may fall behind by (a burst of events it has not read yet) before it
 # counts as gone; a viewer on a dead mobile link would otherwise hold memory forever.
 SLOW_CLIENT_BYTES = 4 * 1024 * 1024
@@ -57,12 +67,15 @@ class Session:
     """One engine.io session: a websocket and what the engine knows about it."""
 
     __slots__ = (
-        "awaiting_pong", "closed", "inbox", "processing", "protocol", "sid", "slot", "store"
+        "awaiting_pong", "budget", "closed", "inbox", "processing", "protocol", "sid", "slot",
+        "store",
     )  # fmt: skip
 
-    def __init__(self, sid: str, protocol: EngineProtocol, slot: int) -> None:
+    def __init__(self, sid: str, protocol: EngineProtocol, slot: int, budget: EventBudget) -> None:
         self.sid = sid
         self.protocol = protocol
+        # Every frame the client sends spends from it, whatever its kind.
+        self.budget = budget
         # The second of the ping interval at which this session is pinged.
         self.slot = slot
         self.awaiting_pong = False
@@ -88,11 +101,21 @@ class Engine:
         cors_allowed_origins: list[str] | str | None = None,
         ping_interval: int = PING_INTERVAL_SECONDS,
         ping_timeout: int = PING_TIMEOUT_SECONDS,
+        event_rate: float = 20.0,
+        event_burst: int = 40,
+        connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
         **_library_options: Any,
     ) -> None:
         """`refusal()` says why a new websocket must be refused now (or None); the other
         library options (logger, json, async_handlers) do not apply here."""
         self.stats = stats
+        self.clock = clock
+        self.event_rate = event_rate
+        self.event_burst = event_burst
+        self.connect_timeout = connect_timeout
+        # One line per cause per minute, whatever clients do.
+        self.complaints = LogLimiter(log)
         self.refusal = refusal
         self.max_payload_bytes = max_http_buffer_size
         origins = cors_allowed_origins or []
@@ -100,6 +123,9 @@ class Engine:
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.sessions: dict[str, Session] = {}
+        # Sessions that have not connected a socket.io namespace yet, with their deadlines.
+        # The timeout is the same for all, so insertion order is deadline order.
+        self._unconnected: dict[Session, float] = {}
         self._handlers: dict[str, Handler] = {}
         self._open_payload = ""
         # Timer wheels, one slot per second of the ping interval: sessions to ping at that
@@ -196,17 +222,42 @@ class Engine:
 
     def open(self, protocol: EngineProtocol, environ: dict[str, str]) -> Session:
         sid = self.generate_id()
-        session = Session(sid, protocol, self._second() % self.ping_interval)
+        now = self.clock()
+        budget = EventBudget.full(self.event_rate, self.event_burst, now)
+        session = Session(sid, protocol, self._second() % self.ping_interval, budget)
         self.sessions[sid] = session
+        self.stats.engine_sessions += 1
+        self._unconnected[session] = now + self.connect_timeout
         protocol.write_text(f'0{{"sid":"{sid}",{self._open_payload}')
         self._to_ping[session.slot].add(session)
         self.enqueue(session, self._handlers["connect"](sid, environ))
         return session
 
+    def namespace_connected(self, sid: str) -> None:
+        """The socket.io layer says this session joined a namespace: no connect timeout."""
+        session = self.sessions.get(sid)
+        if session is not None:
+            self._unconnected.pop(session, None)
+
+    def budget_of(self, sid: str) -> EventBudget | None:
+        session = self.sessions.get(sid)
+        return None if session is None else session.budget
+
+    def reject(self, sid: str, code: int, cause: str) -> None:
+        """Close one client's websocket for what it did: counted under `cause`, logged at most
+        once per cause per minute. `cause` is our word for it, never client bytes."""
+        self.stats.client_error(cause)
+        self.complaints.info(cause, "closing %s: %s", sid, cause.replace("_", " "))
+        session = self.sessions.get(sid)
+        if session is not None:
+            self.close(session, code, cause)
+
     def received(self, session: Session, text: str) -> None:
         kind = text[:1]
         if kind == _MESSAGE:
             self.enqueue(session, self._handlers["message"](session.sid, text[1:]))
+        elif not self.control_admitted(session):
+            return
         elif kind == _PONG:
             session.awaiting_pong = False
         elif kind == _CLOSE:
@@ -214,11 +265,21 @@ class Engine:
         elif kind == _PING:  # engine.io v3 clients ping the server themselves
             session.protocol.write_text(_PONG + text[1:])
         elif kind not in (_UPGRADE, _NOOP):
-            self.stats.client_error("malformed_packet")
-            self.close(session, ws.PROTOCOL_ERROR, "malformed_packet")
+            self.reject(session.sid, ws.PROTOCOL_ERROR, "malformed_packet")
 
     def received_binary(self, session: Session, data: bytes) -> None:
         self.enqueue(session, self._handlers["message"](session.sid, data))
+
+    def control_admitted(self, session: Session) -> bool:
+        """Spend the session's budget on a frame the socket.io layer never sees."""
+        verdict = session.budget.spend(self.clock())
+        if verdict is Verdict.ADMIT:
+            return True
+        if verdict is Verdict.DROP:
+            self.stats.client_error("rate_limited")
+        else:
+            self.reject(session.sid, ws.POLICY_VIOLATION, "flood")
+        return False
 
     def close(self, session: Session, code: int, reason: str) -> None:
         """End a session once: the websocket closes, socket.io hears of it after the
@@ -226,7 +287,9 @@ class Engine:
         if session.closed:
             return
         session.closed = True
-        self.sessions.pop(session.sid, None)
+        if self.sessions.pop(session.sid, None) is not None:
+            self.stats.engine_sessions -= 1
+        self._unconnected.pop(session, None)
         self._to_ping[session.slot].discard(session)
         session.protocol.close(code, reason)
         self.enqueue(session, self._handlers["disconnect"](session.sid, reason))
@@ -242,8 +305,16 @@ class Engine:
             while session.inbox:
                 try:
                     await session.inbox.popleft()
-                except Exception:
-                    log.exception("socket.io handler failed for %s", session.sid)
+                except Exception as exc:
+                    # Our bug, not the client's: the socket goes (its state is in doubt), the
+                    # log gets one line per kind of failure per minute, not one per packet.
+                    cause = type(exc).__name__
+                    self.complaints.log(
+                        logging.ERROR, cause, "socket.io handler failed for %s: %r",
+                        session.sid, exc, exc_info=exc,
+                    )  # fmt: skip
+                    self.stats.client_error("server_error")
+                    self.close(session, ws.INTERNAL_ERROR, "server_error")
         finally:
             session.processing = False
 
@@ -262,7 +333,17 @@ class Engine:
                 self._beat(second)
             last = now
 
+    def _expire_unconnected(self) -> None:
+        now = self.clock()
+        while self._unconnected:
+            session, deadline = next(iter(self._unconnected.items()))
+            if deadline > now:
+                return
+            self.reject(session.sid, ws.POLICY_VIOLATION, "connect_timeout")
+            self._unconnected.pop(session, None)
+
     def _beat(self, second: int) -> None:
+        self._expire_unconnected()
         slot = second % self.ping_interval
         for session in self._due[slot]:
             if session.awaiting_pong and not session.closed:
@@ -357,7 +438,8 @@ class EngineProtocol(asyncio.Protocol):
             elif message.opcode == ws.BINARY:
                 self.engine.received_binary(session, message.data)  # type: ignore[arg-type]
             elif message.opcode == ws.PING:
-                self._write(ws.frame(ws.PONG, message.data))  # type: ignore[arg-type]
+                if self.engine.control_admitted(session):
+                    self._write(ws.frame(ws.PONG, message.data))  # type: ignore[arg-type]
             elif message.opcode == ws.CLOSE:
                 code = ws.close_code_of(message.data)  # type: ignore[arg-type]
                 self.engine.close(session, code, self.engine.reason.CLIENT_DISCONNECT)

@@ -45,6 +45,12 @@ class Family:
 FAMILIES = (
     Family("socket_io_connected", "gauge", "Number of currently connected sockets",
            Combine.SUM, lambda s: s.connected),
+    Family("pushscale_engineio_sessions", "gauge",
+           "Open engine.io sessions: connected sockets plus those not yet in a namespace",
+           Combine.SUM, lambda s: s.engine_sessions),
+    Family("pushscale_http_connections", "gauge",
+           "Open connections still speaking HTTP (not upgraded to a websocket), by port",
+           Combine.SUM, lambda s: s.http_connections, "port"),
     Family("socket_io_connect_total", "counter", "Total count of socket.io connection requests",
            Combine.SUM, lambda s: s.connect_total),
     Family("socket_io_disconnect_total", "counter", "Total count of socket.io disconnections",

@@ -2,29 +2,35 @@
 
 `pushserver.worker` builds one `PushServer` per worker process, on `pushserver.engine.Engine`
 (engine.io over websocket), which calls `_handle_eio_message` for every packet a client sends;
-this class decodes it once, counts it, applies the per-connection event budget
-(`pushserver.ratelimit`) and then hands it to python-socketio's own dispatch, which calls the
-event handlers below. Payloads are checked by `pushserver.payloads`. Room fan-out across
-workers and pods is `pushserver.fanout`'s job.
+this class spends the session's one event budget (`pushserver.ratelimit`, shared with the
+engine's control frames), decodes it with bounds (`pushserver.packets`), counts it and calls the
+event handlers below itself; python-socketio only keeps its connect/disconnect bookkeeping.
+Payloads are checked by `pushserver.payloads`. Room fan-out across workers and pods is
+`pushserver.fanout`'s job.
 
 Whatever one client sends, the worst it can cause is its own disconnect: a packet that does not
-decode closes that client's transport; a flood is dropped, then disconnected.
+decode closes that client's transport with a protocol error (counted by cause, logged at most
+once per cause per minute); a flood is dropped, then disconnected; a socket may join at most
+`--max-rooms-per-socket` games.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import socketio
 from socketio import packet
 
+from pushserver import packets
+from pushserver import websocket as ws
 from pushserver.engine import Engine
 from pushserver.fanout import RoomFanout
+from pushserver.packets import Kind
 from pushserver.payloads import PayloadError, game_id_of, room_of
-from pushserver.ratelimit import EventBudget, Verdict
+from pushserver.ratelimit import Verdict
 from pushserver.settings import ServerSettings
 from pushserver.stats import WorkerStats
 
@@ -60,95 +66,125 @@ class PushServer(socketio.AsyncServer):  # type: ignore[misc]
             stats=stats,
             refusal=refusal,
             max_http_buffer_size=settings.max_payload_bytes,
+            event_rate=settings.event_rate_per_second,
+            event_burst=settings.event_burst,
+            connect_timeout=settings.connect_timeout_seconds,
+            clock=clock,
         )
         self._settings = settings
         self._stats = stats
         self._worker = f"{settings.pod_name}/{worker}"
         self._clock = clock
-        self._budgets: dict[str, EventBudget] = {}
+        # Game rooms each socket.io sid is in, for `--max-rooms-per-socket` (asking the manager
+        # would cost O(rooms) per join).
+        self._rooms_joined: dict[str, int] = {}
         # Connected engine.io sessions, oldest first (dicts keep insertion order), so shedding
         # can pick the newest sockets as the seed did.
         self._arrivals: dict[str, None] = {}
         self.on("connect", self._on_connect)
         self.on("disconnect", self._on_disconnect)
-        self.on("joinByGameId", self._on_join)
-        self.on("leaveByGameId", self._on_leave)
-        self.on("visibilityChange", self._on_visibility_change)
+        self._event_handlers: dict[str, Callable[[str, Any], Awaitable[Any]]] = {
+            "joinByGameId": self._on_join,
+            "leaveByGameId": self._on_leave,
+            "visibilityChange": self._on_visibility_change,
+        }
 
     # -- packets --------------------------------------------------------------------------
 
     async def _handle_eio_message(self, eio_sid: str, data: str | bytes) -> None:
-        try:
-            if isinstance(data, bytes):
-                # Only BINARY_EVENT attachments come as bytes, and those are refused below.
-                raise ValueError("binary frames are not accepted")
-            pkt = self.packet_class(encoded_packet=data)
-            kind = pkt.packet_type
-            if kind == packet.EVENT:
-                _check_event(pkt.data)
-            elif kind not in (packet.CONNECT, packet.DISCONNECT, packet.ACK):
-                # CONNECT_ERROR is server → client only; every event this server takes is
-                # JSON, so BINARY_EVENT / BINARY_ACK are refused too.
-                raise ValueError(f"unexpected packet type {kind!r}")
-        except (ValueError, TypeError) as exc:
-            # TypeError: python-socketio's decoder on some truncated packets.
-            self._stats.client_error("malformed_packet")
-            log.info("closing %s: malformed socket.io packet (%s)", eio_sid, exc)
-            self.close_transport(eio_sid, "malformed_packet")
-            return
-        if kind == packet.CONNECT:
-            await self._handle_connect(eio_sid, pkt.namespace, pkt.data)
-        elif kind == packet.DISCONNECT:
-            await self._handle_disconnect(eio_sid, pkt.namespace, self.reason.CLIENT_DISCONNECT)
-        elif kind == packet.ACK:
-            await self._handle_ack(eio_sid, pkt.namespace, pkt.id, pkt.data)
-        elif await self._admit(eio_sid, pkt.namespace, pkt.data[0]):
-            await self._handle_event(eio_sid, pkt.namespace, pkt.id, pkt.data)
+        """Every packet a client sends: budget first, then a bounded decode, then our dispatch.
 
-    async def _admit(self, eio_sid: str, namespace: str | None, event: str) -> bool:
-        self._stats.events_received[event if event in CLIENT_EVENTS else OTHER_EVENT] += 1
-        budget = self._budgets.get(eio_sid)
-        if budget is None:  # an event before CONNECT: python-socketio ignores it
-            return True
+        python-socketio's own dispatch is bypassed for events on purpose: it would hand
+        `42["connect",…]` or `42["disconnect",…]` to the connection handlers (corrupting the
+        count), log a line per packet for events on namespaces a client never joined, and look
+        up ACKs for callbacks this server never asked for.
+        """
+        budget = self.eio.budget_of(eio_sid)
+        if budget is None:  # the session closed while this packet waited
+            return
         verdict = budget.spend(self._clock())
-        if verdict is Verdict.ADMIT:
-            return True
-        sid = self.manager.sid_from_eio_sid(eio_sid, namespace or "/")
+        if verdict is Verdict.DROP and budget.refused_in_row > 1:
+            # Already warned for this burst; a dropped packet is not even decoded.
+            self._stats.client_error("rate_limited")
+            return
+        if isinstance(data, bytes):
+            self.eio.reject(eio_sid, ws.PROTOCOL_ERROR, "binary_packet")
+            return
+        try:
+            pkt = packets.decode(data)
+        except packets.PacketError as exc:
+            self.eio.reject(eio_sid, ws.PROTOCOL_ERROR, exc.cause)
+            return
+        if pkt.kind is Kind.EVENT:
+            name = pkt.event
+            self._stats.events_received[name if name in CLIENT_EVENTS else OTHER_EVENT] += 1
+        if verdict is not Verdict.ADMIT:
+            await self._refuse(eio_sid, pkt, verdict)
+        elif pkt.kind is Kind.CONNECT:
+            if self.manager.sid_from_eio_sid(eio_sid, pkt.namespace) is not None:
+                # A second CONNECT would register a second socket for one transport.
+                self.eio.reject(eio_sid, ws.POLICY_VIOLATION, "duplicate_connect")
+            else:
+                await self._handle_connect(eio_sid, pkt.namespace, pkt.data)
+        elif pkt.kind is Kind.DISCONNECT:
+            await self._handle_disconnect(eio_sid, pkt.namespace, self.reason.CLIENT_DISCONNECT)
+        elif pkt.kind is Kind.ACK:
+            # This server never asks a client for an acknowledgement.
+            self._stats.client_error("unexpected_ack")
+        else:
+            await self._dispatch_event(eio_sid, pkt)
+
+    async def _dispatch_event(self, eio_sid: str, pkt: packets.ClientPacket) -> None:
+        sid = self.manager.sid_from_eio_sid(eio_sid, pkt.namespace)
+        if sid is None:
+            self._stats.client_error("not_connected")
+            return
+        handler = self._event_handlers.get(pkt.event)
+        if handler is None:
+            return  # counted as "other"; nothing to do
+        result = await handler(sid, pkt.data[1] if len(pkt.data) > 1 else None)
+        if pkt.ack_id is not None:
+            reply = [] if result is None else [result]
+            await self._send_packet(
+                eio_sid,
+                self.packet_class(packet.ACK, namespace=pkt.namespace, id=pkt.ack_id, data=reply),
+            )
+
+    async def _refuse(self, eio_sid: str, pkt: packets.ClientPacket, verdict: Verdict) -> None:
+        sid = self.manager.sid_from_eio_sid(eio_sid, "/")
         if verdict is Verdict.DROP:
             self._stats.client_error("rate_limited")
-            # One error event per burst of drops, not one per dropped event.
-            if budget.refused_in_row == 1:
-                await self.tell(sid, "error", _error(event, "rate_limited", "too many events"))
-            return False
+            # One error event per burst of drops, not one per dropped packet.
+            if sid is not None:
+                await self.tell(sid, "error", _error(pkt.event, "rate_limited", "too many events"))
+            return
+        if sid is None:
+            self.eio.reject(eio_sid, ws.POLICY_VIOLATION, "flood")
+            return
         self._stats.client_error("flood")
-        log.info("disconnecting %s: event flood", eio_sid)
-        await self.tell(sid, "error", _error(event, "flood", "too many events; disconnected"))
+        self.eio.complaints.info("flood", "disconnecting %s: packet flood", eio_sid)
+        await self.tell(sid, "error", _error(pkt.event, "flood", "too many events; disconnected"))
         # A socket.io-level disconnect, after which the official client does not reconnect
         # (what a flooding client deserves); then the transport goes too, since a hostile
         # client would simply keep its engine.io connection open.
         await self.disconnect(sid, ignore_queue=True)
         self.close_transport(eio_sid, "flood")
-        return False
 
     # -- connections ----------------------------------------------------------------------
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         self._stats.connected += 1
         self._stats.connect_total += 1
-        s = self._settings
         eio_sid = self.manager.eio_sid_from_sid(sid, "/")
-        self._budgets[eio_sid] = EventBudget.full(
-            s.event_rate_per_second, s.event_burst, self._clock()
-        )
+        self.eio.namespace_connected(eio_sid)
         self._arrivals[eio_sid] = None
 
     async def _on_disconnect(self, sid: str, reason: str) -> None:
         self._stats.connected -= 1
         self._stats.disconnect_total += 1
         self._stats.disconnects_by_reason[reason.replace(" ", "_")] += 1
-        eio_sid = self.manager.eio_sid_from_sid(sid, "/")
-        self._budgets.pop(eio_sid, None)
-        self._arrivals.pop(eio_sid, None)
+        self._arrivals.pop(self.manager.eio_sid_from_sid(sid, "/"), None)
+        self._rooms_joined.pop(sid, None)
 
     def newest(self, count: int) -> list[str]:
         """The engine.io ids of the `count` most recently connected clients, newest first."""
@@ -171,26 +207,45 @@ class PushServer(socketio.AsyncServer):  # type: ignore[misc]
     # -- events ---------------------------------------------------------------------------
 
     async def _on_join(self, sid: str, payload: Any = None) -> dict[str, Any]:
-        return await self._room_request(sid, "joinByGameId", payload, self.enter_room)
+        return await self._room_request(sid, "joinByGameId", payload, self._join)
 
     async def _on_leave(self, sid: str, payload: Any = None) -> dict[str, Any]:
-        return await self._room_request(sid, "leaveByGameId", payload, self.leave_room)
+        return await self._room_request(sid, "leaveByGameId", payload, self._leave)
 
     async def _room_request(
-        self, sid: str, event: str, payload: Any, act: Callable[[str, str], Any]
+        self, sid: str, event: str, payload: Any, act: Callable[[str, str], Awaitable[None]]
     ) -> dict[str, Any]:
         try:
             room = room_of(game_id_of(payload))
+            await act(sid, room)
         except PayloadError as exc:
-            self._stats.client_error("bad_payload")
+            self._stats.client_error("bad_payload" if exc.code.startswith("bad_") else exc.code)
             error = _error(event, exc.code, exc.message)
             await self.tell(sid, "error", error)
             return {"ok": False, **error}
-        await act(sid, room)
         return {"ok": True, "room": room, "worker": self._worker}
 
+    def _is_in(self, sid: str, room: str) -> bool:
+        members = self.manager.rooms.get("/", {}).get(room)
+        return members is not None and sid in members
+
+    async def _join(self, sid: str, room: str) -> None:
+        if self._is_in(sid, room):
+            return
+        joined = self._rooms_joined.get(sid, 0)
+        cap = self._settings.max_rooms_per_socket
+        if joined >= cap:
+            raise PayloadError("too_many_rooms", f"a socket may be in at most {cap} games")
+        await self.enter_room(sid, room)
+        self._rooms_joined[sid] = joined + 1
+
+    async def _leave(self, sid: str, room: str) -> None:
+        if self._is_in(sid, room):
+            await self.leave_room(sid, room)
+            self._rooms_joined[sid] -= 1
+
     async def _on_visibility_change(self, sid: str, payload: Any = None) -> None:
-        # Counted in _admit; the server has nothing to do with it.
+        # Counted on arrival; the server has nothing to do with it.
         return None
 
     def _engineio_server_class(self) -> type[Engine]:
@@ -200,11 +255,6 @@ class PushServer(socketio.AsyncServer):  # type: ignore[misc]
         """Send one event to one local client, without a round trip through Redis."""
         await self.emit(event, data, to=sid, ignore_queue=True)
         self._stats.events_sent[event] += 1
-
-
-def _check_event(data: Any) -> None:
-    if not isinstance(data, list) or not data or not isinstance(data[0], str):
-        raise ValueError("an EVENT packet must carry a list starting with the event name")
 
 
 def _error(event: str, code: str, message: str) -> dict[str, str]:

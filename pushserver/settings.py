@@ -52,6 +52,16 @@ class ServerSettings:
     # Per-connection token bucket: a real viewer sends a handful of events a minute.
     event_rate_per_second: float = 20.0
     event_burst: int = 40
+    # An engine.io session must connect the socket.io namespace within this (socket.io's own
+    # `connectTimeout`), so a transport that never becomes a socket cannot sit in a slot.
+    connect_timeout_seconds: float = 45.0
+    # A client-port connection must finish its request headers within this; slowloris-style
+    # connections otherwise cost an fd each, invisibly, for as long as the client likes.
+    header_timeout_seconds: float = 10.0
+    # Connections still speaking HTTP (not yet websockets) per worker port; beyond it, 503.
+    max_http_connections: int = 1024
+    # Game rooms one socket may be in at once: a viewer follows a handful of games.
+    max_rooms_per_socket: int = 50
     # Paced drain on SIGTERM: a pod's sockets reconnect over this window, not in one burst
     # (seed §1). Keep terminationGracePeriodSeconds above preStop + this + a few seconds.
     drain_seconds: float = 20.0
@@ -91,6 +101,16 @@ class ServerSettings:
             raise SettingsError("--max-publish-bytes must be at least 256")
         if self.event_rate_per_second <= 0 or self.event_burst < 1:
             raise SettingsError("--event-rate must be > 0 and --event-burst at least 1")
+        for flag, seconds in (
+            ("--connect-timeout", self.connect_timeout_seconds),
+            ("--header-timeout", self.header_timeout_seconds),
+        ):
+            if not 0 < seconds <= 3600:
+                raise SettingsError(f"{flag} must be more than 0 and at most 3600 seconds")
+        if self.max_http_connections < 1:
+            raise SettingsError("--max-http-connections must be at least 1")
+        if self.max_rooms_per_socket < 1:
+            raise SettingsError("--max-rooms-per-socket must be at least 1")
         for what, token in (("publish", self.publish_token), ("admin", self.admin_token)):
             if token is not None and len(token) < 16:
                 raise SettingsError(f"the {what} token must be at least 16 characters long")
@@ -130,6 +150,10 @@ _OPTIONS = (
     Option("--max-publish-bytes", int, "largest POST /publish body in bytes (default 1 MiB)"),
     Option("--event-rate", float, "events per second one client may send (default 20)"),
     Option("--event-burst", int, "events one client may send in a burst (default 40)"),
+    Option("--connect-timeout", float, "close a session that has no socket.io connect (45 s)"),
+    Option("--header-timeout", float, "close an HTTP connection without headers by then (10 s)"),
+    Option("--max-http-connections", int, "not-yet-websocket connections per port (1024)"),
+    Option("--max-rooms-per-socket", int, "games one socket may be in at once (default 50)"),
     Option("--drain-seconds", float, "spread a drain's disconnects over this long (default 20)"),
     Option("--recommended-connections", int, "a worker sheds above this (default 12500)"),
     Option("--shed-buffer", int, "shed this many more than the excess (default 100)"),
@@ -143,7 +167,11 @@ _OPTIONS = (
 )
 
 # Options whose value lands in a differently named settings field.
-_RENAMED = {"event_rate": "event_rate_per_second"}
+_RENAMED = {
+    "event_rate": "event_rate_per_second",
+    "connect_timeout": "connect_timeout_seconds",
+    "header_timeout": "header_timeout_seconds",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

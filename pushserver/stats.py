@@ -16,6 +16,11 @@ from dataclasses import dataclass, field
 @dataclass
 class WorkerStats:
     connected: int = 0
+    # Open engine.io sessions: `connected` plus those that have not joined a namespace yet.
+    # They are what fills `--max-connections`.
+    engine_sessions: int = 0
+    # Open connections still speaking HTTP (not upgraded to a websocket), per port.
+    http_connections: Counter[str] = field(default_factory=Counter)
     connect_total: int = 0
     disconnect_total: int = 0
     # socket.io-prometheus-metrics counts one error per bad thing a client did; the reason

@@ -31,6 +31,7 @@ import uvloop
 
 from pushserver.exposition import ProcessCollector, WorkerIdentity, worker_registry
 from pushserver.fanout import PublishFailed, RoomFanout
+from pushserver.httpguard import HttpGuard, guarded_http
 from pushserver.logs import configure_logging, redact_url
 from pushserver.push import PushServer
 from pushserver.routes import client_port_app, worker_port_app
@@ -77,9 +78,18 @@ class Worker:
             "access_log": False,
             "timeout_graceful_shutdown": 5,
         }
+
+        def guard(port: str) -> type[asyncio.Protocol]:
+            return guarded_http(
+                HttpGuard(
+                    self.stats, port, settings.header_timeout_seconds, settings.max_http_connections
+                )
+            )
+
         self.client_server = _Server(
             uvicorn.Config(
                 routes,
+                http=guard("client"),
                 # Plain HTTP goes to `routes`; every websocket upgrade to the engine.
                 ws=self.sio.eio.protocol_factory(),
                 **common,  # type: ignore[arg-type]
@@ -93,6 +103,7 @@ class Worker:
                     shedder=self.shedder,
                     default_interval_ms=settings.shed_interval_ms,
                 ),
+                http=guard("metrics"),
                 **common,  # type: ignore[arg-type]
             )
         )

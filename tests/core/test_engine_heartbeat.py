@@ -109,3 +109,52 @@ async def test_an_unknown_packet_type_closes_the_session():
     assert wire.closed == (1002, "malformed_packet")
     assert engine.stats.client_errors["malformed_packet"] == 1
     assert session.sid not in engine.sessions
+
+
+async def test_a_failing_handler_closes_only_its_session_and_logs_once(caplog: Any) -> None:
+    engine, _ = engine_with_log()
+
+    async def broken(sid: str, data: str) -> None:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    engine.on("message", broken)
+    wires = [Wire() for _ in range(50)]
+    sessions = [engine.open(wire, {}) for wire in wires]  # type: ignore[arg-type]
+    bystander = engine.open(Wire(), {})  # type: ignore[arg-type]
+    with caplog.at_level("ERROR", logger="pushserver.engine"):
+        for session in sessions:
+            engine.received(session, "4anything")
+        await settle()
+    assert {wire.closed for wire in wires} == {(1011, "server_error")}
+    assert engine.stats.client_errors["server_error"] == 50
+    assert not bystander.closed and bystander.sid in engine.sessions
+    assert len(caplog.records) == 1 and "RecursionError" in caplog.records[0].getMessage()
+    await engine.shutdown()
+
+
+async def test_sessions_without_a_namespace_are_closed_after_the_connect_timeout() -> None:
+    now = [100.0]
+    engine = Engine(
+        stats=WorkerStats(), refusal=lambda: None, max_http_buffer_size=1000,
+        connect_timeout=45.0, clock=lambda: now[0],
+    )  # fmt: skip
+    for name in ("connect", "message", "disconnect"):
+        engine.on(name, _nothing)
+    idle, joined = Wire(), Wire()
+    engine.open(idle, {})  # type: ignore[arg-type]
+    session = engine.open(joined, {})  # type: ignore[arg-type]
+    engine.namespace_connected(session.sid)
+    assert engine.stats.engine_sessions == 2
+    now[0] = 144.0
+    engine._beat(engine._second())
+    assert idle.closed is None
+    now[0] = 145.5
+    engine._beat(engine._second())
+    assert idle.closed == (1008, "connect_timeout") and joined.closed is None
+    assert engine.stats.engine_sessions == 1
+    assert engine.stats.client_errors["connect_timeout"] == 1
+    await engine.shutdown()
+
+
+async def _nothing(*args: Any) -> None:
+    return None
