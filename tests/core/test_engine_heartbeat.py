@@ -147,10 +147,10 @@ async def test_sessions_without_a_namespace_are_closed_after_the_connect_timeout
     assert engine.stats.engine_sessions == 2
     now[0] = 144.0
     engine._beat(engine._second())
-    assert idle.closed is None
+    assert (idle.closed, joined.closed) == (None, None)
     now[0] = 145.5
     engine._beat(engine._second())
-    assert idle.closed == (1008, "connect_timeout") and joined.closed is None
+    assert (idle.closed, joined.closed) == ((1008, "connect_timeout"), None)
     assert engine.stats.engine_sessions == 1
     assert engine.stats.client_errors["connect_timeout"] == 1
     await engine.shutdown()
