@@ -1146,6 +1146,7 @@ DASHBOARD_PANELS = {
     "Adapter scrape errors",
     "Drain progress",
     "Redis fan-out",
+    "Bad input and open transports",
 }
 
 
