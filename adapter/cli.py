@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from adapter.errors import StartupError
 from adapter.server import serve
 from adapter.settings import parse_settings
-from pushscale.program import run_program
+from pushkit.program import run_program
 
 
 def main(argv: Sequence[str] | None = None) -> int:

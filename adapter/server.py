@@ -32,7 +32,7 @@ from adapter.pods import StaticPodsError
 from adapter.rounds import Rounds, keep_seconds
 from adapter.scrape import ScrapeSettings, ThreadedScraper
 from adapter.settings import AdapterSettings
-from pushscale.program import write_ready_file
+from pushkit.program import write_ready_file
 
 log = logging.getLogger("pushscale.adapter")
 
@@ -82,7 +82,7 @@ async def serve(settings: AdapterSettings) -> int:
             # One line per request would drown the log at the HPA's pace times every pod;
             # the request histogram in /metrics counts them by route and code.
             access_log=False,
-            log_config=None,  # our handler and format (pushserver.logs), not uvicorn's
+            log_config=None,  # our handler and format (pushkit.logs), not uvicorn's
         )
         server = _Server(config)
         async with _background(

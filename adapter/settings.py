@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from pushscale.options import (
+from pushkit.options import (
     Option,
     SettingsError,
     check_log_level,

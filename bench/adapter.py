@@ -61,7 +61,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.compare import cpu_seconds
-from pushscale.progress import draw_bar
+from pushkit.progress import draw_bar
 
 ADAPTER_CPU = 0
 ENDPOINT_CPU = 1

@@ -1,5 +1,5 @@
 """Load-generator processes for bench/compare.py, each driving thousands of
-`pushscale.sioclient.SocketIOClient`s, noting when each event arrives.
+`pushkit.sioclient.SocketIOClient`s, noting when each event arrives.
 
 The parent sends commands over a pipe; each agent runs its own uvloop, pinned to a CPU the
 server does not use, and binds its own loopback source address so agents never share (or run
@@ -19,7 +19,7 @@ from typing import Any
 
 import uvloop
 
-from pushscale.sioclient import SocketIOClient
+from pushkit.sioclient import SocketIOClient
 
 MAX_PER_AGENT = 9000
 CONNECT_TIMEOUT_SECONDS = 5.0

@@ -42,7 +42,7 @@ from pathlib import Path
 import httpx
 
 from bench.agents import Agents
-from pushscale.progress import draw_bar
+from pushkit.progress import draw_bar
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER_CPU = 0

@@ -28,7 +28,7 @@ import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from pushscale.progress import draw_bar, finish_bar
+from pushkit.progress import draw_bar, finish_bar
 
 TOKEN = secrets.token_urlsafe(24)
 CONNECT_TIMEOUT, HEADER_TIMEOUT = 2, 2

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 from bench.agents import Agents
-from pushscale.progress import draw_bar
+from pushkit.progress import draw_bar
 
 
 def start_server(workers: int, ready: Path) -> tuple[subprocess.Popen[bytes], dict[str, object]]:

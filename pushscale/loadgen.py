@@ -3,7 +3,7 @@
 `pushscale.demo.stack` starts agents through `LoadGenerator.spawn`: each is `python -m
 pushscale.loadgen` and takes one JSON command per line on stdin (`target`, `churn`, `status`,
 `freeze`), answering each with one JSON status line on stdout. An agent keeps `target` viewers
-(`pushscale.sioclient`), each connecting to one of the push server ports picked at random (what
+(`pushkit.sioclient`), each connecting to one of the push server ports picked at random (what
 the Service's load balancing does in a cluster), at most `--rate` new viewers a second. A viewer
 whose transport closes (a shed, a drain) reconnects as socket.io-client does, after
 `adapter.simulator.backoff`'s delays with the given options (the seed's: 10 s, at most 20 s,
@@ -29,7 +29,7 @@ from typing import Any
 import uvloop
 
 from adapter.simulator.backoff import ClientOptions, duration_ms
-from pushscale.sioclient import SERVER_DISCONNECT, SocketIOClient
+from pushkit.sioclient import SERVER_DISCONNECT, SocketIOClient
 from pushserver.limits import raise_open_file_limit
 
 # The games viewers join, so the rooms look like a few live matches.

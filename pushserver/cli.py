@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pushscale.program import run_program
+from pushkit.program import run_program
 from pushserver.settings import ServerSettings, parse_settings
 from pushserver.supervisor import StartupError, Supervisor
 

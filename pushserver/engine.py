@@ -39,8 +39,8 @@ from urllib.parse import parse_qs, urlsplit
 import engineio
 from engineio import packet as eio_packet
 
+from pushkit.logs import LogLimiter
 from pushserver import websocket as ws
-from pushserver.logs import LogLimiter
 from pushserver.ratelimit import EventBudget, Verdict
 from pushserver.stats import WorkerStats
 

@@ -24,9 +24,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from pushkit.logs import LogLimiter
 from pushserver.bodies import BodyTooLarge, read_capped
 from pushserver.fanout import PublishFailed, RoomFanout
-from pushserver.logs import LogLimiter
 from pushserver.payloads import PayloadError, parse_publish, parse_shed
 from pushserver.shedding import Busy, Shedder
 from pushserver.stats import WorkerStats

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pushscale.options import (
+from pushkit.options import (
     Option,
     SettingsError,
     check_log_level,

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 
 import redis.asyncio
 
-from pushscale.program import write_ready_file
+from pushkit.logs import redact_url
+from pushkit.program import write_ready_file
 from pushserver.embedded_redis import start_embedded_redis
 from pushserver.limits import limit_warnings, raise_open_file_limit, read_host_limits
 from pushserver.listeners import (
@@ -38,7 +39,6 @@ from pushserver.listeners import (
     client_socket,
     metrics_sockets,
 )
-from pushserver.logs import redact_url
 from pushserver.restarts import RestartPolicy, describe_exit
 from pushserver.settings import ENV_PREFIX, ServerSettings
 

@@ -29,10 +29,10 @@ from importlib.metadata import version
 import uvicorn
 import uvloop
 
+from pushkit.logs import configure_logging, redact_url
 from pushserver.exposition import ProcessCollector, WorkerIdentity, worker_registry
 from pushserver.fanout import PublishFailed, RoomFanout
 from pushserver.httpguard import HttpGuard, guarded_http
-from pushserver.logs import configure_logging, redact_url
 from pushserver.push import PushServer
 from pushserver.routes import client_port_app, worker_port_app
 from pushserver.settings import ServerSettings

@@ -30,7 +30,7 @@ from adapter.controller.reconcile import Reconciler
 from adapter.controller.settings import ControllerSettings, parse_settings
 from adapter.errors import StartupError
 from adapter.kube import KubeApi, KubeError
-from pushscale.program import run_program
+from pushkit.program import run_program
 
 log = logging.getLogger("pushscale.controller")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adapter.controller.lease import LeaseTiming
-from pushscale.options import (
+from pushkit.options import (
     Option,
     SettingsError,
     check_log_level,

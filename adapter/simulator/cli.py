@@ -23,7 +23,7 @@ from adapter.simulator.scenarios import (
     ScenarioError,
     load_csv,
 )
-from pushscale.progress import draw_bar, finish_bar
+from pushkit.progress import draw_bar, finish_bar
 
 EXIT_USAGE = 2
 

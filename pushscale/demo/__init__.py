@@ -2,5 +2,5 @@
 
 `cli` (the command) → `settings` (flags) → `stack` (the processes; `processes` for /proc) →
 `live` (the refresh loop) → `board` (what is shown, pure). The viewers themselves are
-`pushscale.loadgen` agents, each holding many `pushscale.sioclient` connections.
+`pushscale.loadgen` agents, each holding many `pushkit.sioclient` connections.
 """

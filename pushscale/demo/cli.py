@@ -14,10 +14,10 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from pushkit.program import run_program
 from pushscale.demo.live import Live, Screen
 from pushscale.demo.settings import DemoSettings, parse_settings
 from pushscale.demo.stack import Stack, StartFailure
-from pushscale.program import run_program
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,14 +14,14 @@ from pathlib import Path
 
 from adapter.simulator.backoff import ClientOptions
 from adapter.simulator.scenarios import SCENARIOS
-from pushscale.demo.stack import StackPlan
-from pushscale.options import (
+from pushkit.options import (
     Option,
     SettingsError,
     check_log_level,
     option_values,
     options_parser,
 )
+from pushscale.demo.stack import StackPlan
 
 ENV_PREFIX = "PUSHSCALE_DEMO_"
 # One agent process holds at most this many viewers: this machine allows 20000 open files a

@@ -1,5 +1,5 @@
 """`--ready-file`: a waiting process reads it as soon as it exists, so it never exists half
-written (`pushscale.program.write_ready_file`)."""
+written (`pushkit.program.write_ready_file`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import threading
 from pathlib import Path
 
-from pushscale.program import write_ready_file
+from pushkit.program import write_ready_file
 
 
 def test_a_reader_never_sees_the_file_half_written(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pushserver.logs import LogLimiter, RepeatFilter, redact_url
+from pushkit.logs import LogLimiter, RepeatFilter, redact_url
 from pushserver.routes import bearer_token_matches
 
 

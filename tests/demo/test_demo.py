@@ -25,10 +25,10 @@ from typing import Any
 import httpx
 import pytest
 
+from pushkit.options import SettingsError
 from pushscale.demo.board import PodView, Snapshot, line, scenario_target
 from pushscale.demo.settings import parse_settings
 from pushscale.loadgen import LoadStatus
-from pushscale.options import SettingsError
 from tests.conftest import ROOT, free_port_block
 
 REFRESH = re.compile(

@@ -1,4 +1,4 @@
-"""`pushscale.sioclient`, the raw client of the demo's viewers and the benchmark's agents,
+"""`pushkit.sioclient`, the raw client of the demo's viewers and the benchmark's agents,
 against a real push server: it joins its game, hears that game's events and nothing else, and
 says why it closed in socket.io's words."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from pushscale.sioclient import CLIENT_DISCONNECT, TRANSPORT_CLOSE, SocketIOClient
+from pushkit.sioclient import CLIENT_DISCONNECT, TRANSPORT_CLOSE, SocketIOClient
 from tests.conftest import eventually
 
 

@@ -53,7 +53,7 @@ IN_NO_IMAGE = {"matplotlib": "only `pushscale simulate` draws; no image runs it"
 # The programs each image runs, and the modules (packages: every module in them) they may
 # import; `pushscale simulate` and `pushscale demo` are for laptops and are in no image.
 PROGRAMS = {"server": ["server"], "adapter": ["adapter", "controller"]}
-_ENTRY = ["pushscale.cli", "pushscale.program", "pushscale.options"]
+_ENTRY = ["pushscale.cli", "pushkit"]
 MODULES = {"server": [*_ENTRY, "pushserver"], "adapter": [*_ENTRY, "adapter"]}
 SKIPPED_MODULES = {"server": [], "adapter": ["adapter.simulator"]}
 BUILD_TOOLS = {"pip", "setuptools", "wheel", "build", "uv", "pip-tools"}

@@ -20,8 +20,8 @@ from typing import Any, Protocol, TypeVar
 
 import uvloop
 
-from pushscale.options import SettingsError
-from pushserver.logs import configure_logging
+from pushkit.logs import configure_logging
+from pushkit.options import SettingsError
 
 EXIT_STARTUP = 1
 EXIT_USAGE = 2

@@ -1,10 +1,11 @@
-"""Logging set-up for the supervisor and its workers, redaction of secrets in URLs, and the
-limits that keep outside input from growing the log.
+"""Logging set-up for every program, redaction of secrets in URLs, and the limits that keep
+outside input from growing the log.
 
-`configure_logging` is called once by `pushserver.cli` (supervisor) and `pushserver.worker`
-(each worker) before anything logs; never at import time. Whatever logs about what a client,
-publisher or Redis sent goes through a `LogLimiter` (our code) or a `RepeatFilter` (libraries'
-per-request loggers): at most one line per cause per minute, with a count of those held back.
+`configure_logging` is called once per process before anything logs (`pushkit.program` for
+every program, `pushserver.worker` for each worker); never at import time. Whatever logs about
+what a client, publisher or Redis sent goes through a `LogLimiter` (our code) or a
+`RepeatFilter` (libraries' per-request loggers): at most one line per cause per minute, with a
+count of those held back.
 """
 
 from __future__ import annotations
