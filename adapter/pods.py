@@ -337,6 +337,9 @@ def parse_static_pods(text: str) -> StaticInventory:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise StaticPodsError(f"not YAML: {exc}".replace("\n", " ")) from exc
+    except RecursionError:
+        # PyYAML builds nested collections recursively; a few thousand `[` exhaust the stack.
+        raise StaticPodsError("not a pods file: nested too deeply") from None
     if not isinstance(document, dict):
         found = "an empty file" if document is None else f"a {type(document).__name__}"
         raise StaticPodsError(f"must be a mapping with a 'pods' list, not {found}")
