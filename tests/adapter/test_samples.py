@@ -98,13 +98,15 @@ HEAD = "# TYPE socket_io_connected gauge\n"
         # prometheus_client would read this `x` as `x_total`: not a sample the worker wrote.
         ("# TYPE socket_io_connect counter\nsocket_io_connect 5 1000\n", "malformed",
          "no sample is named socket_io_connect_total"),
-        ("socket_io_connected " + "9" * 100_000 + "x\n", "malformed", "…"),
+        ("socket_io_connected " + "9" * 60_000 + "x\n", "malformed", "…"),
+        ("socket_io_connected 1" + " " * 100_000 + "x\n", "malformed",
+         "100023 characters not in the plain form"),
         ("\x00\x01\ufffd\ufffd binary\n", "malformed", "malformed metrics text"),
     ],
     ids=["nan", "plus-inf", "minus-inf", "negative-gauge", "negative-counter", "past-2^53",
          "duplicate", "duplicate-label-order", "duplicate-full-path", "gauge-as-counter",
          "gauge-as-histogram", "counter-as-gauge", "renamed-by-the-parser", "huge-line",
-         "binary"],
+         "huge-body", "binary"],
 )  # fmt: skip
 def test_text_that_parses_but_cannot_be_trusted_is_refused_with_its_code(text, kind, words):
     with pytest.raises(UntrustedScrape) as refused:
