@@ -41,6 +41,10 @@ MAX_EXACT = float(2**53)
 # one pod serving a 1 MB line stretched every round to ~0.9 s). A push server writes ~5 KB in
 # the plain form, so a body that needs the full parser and is bigger than this is not one.
 MAX_FULL_PARSE_CHARS = 64 * 1024
+# One regular-expression match holds the GIL throughout: ~14 ms on a 1 MB line, which API
+# requests on the serving thread wait out (bench/adapter_garbage.py: API p99 12 → 24 ms). A push
+# server's longest sample line is a few hundred characters; longer ones leave the fast path.
+MAX_PLAIN_LINE_CHARS = 4096
 
 Labels = tuple[tuple[str, str], ...]
 SeriesMap = dict[Labels, float]
@@ -84,6 +88,8 @@ def _plain(text: str) -> Samples | None:
     for line in text.split("\n"):
         if not line or line[0] == "#":
             continue
+        if len(line) > MAX_PLAIN_LINE_CHARS:
+            return None
         match = _SAMPLE.fullmatch(line)
         if match is None:
             return None

@@ -129,3 +129,13 @@ def test_text_that_parses_but_cannot_be_trusted_is_refused_with_its_code(text, k
 )
 def test_families_the_adapter_does_not_read_are_not_judged(text):
     parse_samples(text)
+
+
+def test_a_long_line_leaves_the_fast_path_and_a_long_body_then_is_refused():
+    from adapter.samples import MAX_PLAIN_LINE_CHARS, _plain
+
+    line = 'm{a="' + "x" * MAX_PLAIN_LINE_CHARS + '"} 1\n'
+    assert _plain(line) is None
+    assert parse_samples(line) == {"m": {(("a", "x" * MAX_PLAIN_LINE_CHARS),): 1.0}}
+    with pytest.raises(MalformedScrape, match="not in the plain form"):
+        parse_samples(line * 20)
