@@ -11,12 +11,30 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from adapter.selectors import Selector
 from pushserver.exposition import Combine
 
 # Sample name → {sorted (label, value) pairs → value}, as read from one worker's /metrics.
 Samples = Mapping[str, Mapping[tuple[tuple[str, str], ...], float]]
+
+# Why a pod is left out: a closed set of codes, so they can label the adapter's own metrics
+# (`pushscale_adapter_pods_left_out_total{reason}`) and be looked up in docs/adapter.md
+# ("Exclusion reasons"). The first group is also a worker read's `error_kind`.
+Reason = Literal[
+    # A worker read that gave no samples (adapter.scrape).
+    "timeout", "refused", "http_status", "http", "too_large", "malformed",
+    # A body that parsed but cannot be trusted (adapter.samples).
+    "not_finite", "negative", "out_of_range", "duplicate_series", "wrong_type",
+    # Samples that do not make a complete round (here).
+    "not_scraped", "wrong_worker", "metric_missing", "not_combined", "no_rate_yet",
+    # Left out by rule, whatever the scrape says (adapter.pods).
+    "terminating", "not_running", "no_ip",
+    # A bug of ours met one pod's reading; the pod is left out, the others are answered.
+    "internal_error",
+]  # fmt: skip
+REASONS: tuple[Reason, ...] = get_args(Reason)
 
 
 @dataclass(frozen=True)
@@ -27,8 +45,8 @@ class WorkerReading:
     scraped_at: float
     samples: Samples | None = None
     error: str | None = None
-    # A short fixed word for the error (`timeout`, `refused`...), the adapter's metric label.
-    error_kind: str | None = None
+    # The error's code (`timeout`, `not_finite`...): the adapter's metric label.
+    error_kind: Reason | None = None
 
 
 @dataclass(frozen=True)
@@ -38,6 +56,11 @@ class PodReading:
     value: float | None
     scraped_at: float | None
     reason: str | None = None
+    code: Reason | None = None
+
+
+def left_out(code: Reason, reason: str) -> PodReading:
+    return PodReading(None, None, reason, code)
 
 
 def pod_reading(
@@ -52,22 +75,24 @@ def pod_reading(
     for worker in range(expected_workers):
         reading = by_worker.get(worker)
         if reading is None:
-            return PodReading(None, None, f"worker {worker} was not scraped")
+            return left_out("not_scraped", f"worker {worker} was not scraped")
         if reading.error is not None or reading.samples is None:
-            return PodReading(None, None, f"worker {worker}: {reading.error or 'no samples'}")
+            # Every read the scraper makes carries its kind; one without is a bug of ours.
+            code = reading.error_kind or "internal_error"
+            return left_out(code, f"worker {worker}: {reading.error or 'no samples'}")
         answered_as = _worker_label(reading.samples)
         if answered_as is not None and answered_as != str(worker):
             # Two pods' port ranges overlap, or the worker count or metrics port is wrong:
             # summing this endpoint would count another worker's sockets.
-            return PodReading(
-                None, None, f"worker {worker}: the endpoint answers as worker {answered_as}"
+            return left_out(
+                "wrong_worker", f"worker {worker}: the endpoint answers as worker {answered_as}"
             )
         series = reading.samples.get(metric)
         if series is None:
-            return PodReading(None, None, f"worker {worker} does not serve {metric}")
+            return left_out("metric_missing", f"worker {worker} does not serve {metric}")
         values.append(matching_sum(series, metric_selector))
     if combine is Combine.IGNORE:
-        return PodReading(None, None, f"{metric} is not combined across workers")
+        return left_out("not_combined", f"{metric} is not combined across workers")
     value = max(values) if combine is Combine.MAX else sum(values)
     # The round's value is as old as its oldest reading.
     oldest = min(by_worker[worker].scraped_at for worker in range(expected_workers))

@@ -6,22 +6,33 @@ the rounds `adapter.rounds.Rounds` keeps. A pod's value comes from one round of 
 (`adapter.aggregate`); a counter's rate from the same worker's successive rounds
 (`adapter.rates`). What cannot be served raises an `adapter.errors` error whose message lists
 every pod considered and why each was left out: that text ends up in the HPA's events.
+
+One pod's reading never costs another pod its answer: an exception while reading one pod
+(a bug of ours that some value provoked) leaves that pod out as `internal_error` and is handed
+to the caller's `report` (the shells log it, rate-limited), and the other pods are answered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from adapter.aggregate import PodReading, WorkerReading, matching_sum, pod_reading
+from adapter.aggregate import PodReading, WorkerReading, left_out, matching_sum, pod_reading
 from adapter.catalog import CATALOG, ServedMetric
-from adapter.errors import NotFound, Unavailable
+from adapter.errors import NotFound, Unavailable, clip
 from adapter.pods import Pod
 from adapter.rates import Point, rate
 from adapter.selectors import Selector
 from adapter.wire import Described, Value
 
 PodKey = tuple[str, str]  # (namespace, name)
+# Told of every exception met while reading one pod; the shells log it.
+Report = Callable[[Pod, Exception], None]
+
+
+def ignore(pod: Pod, error: Exception) -> None:
+    """The `report` of callers that keep no log (tests, benches)."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,7 @@ def served_metric(name: str, resource: str) -> ServedMetric:
     metric = CATALOG.get(name)
     if metric is None:
         # custom-metrics-apiserver's NewMetricNotFoundForError wording.
-        raise NotFound(f"the server could not find the metric {name} for {resource}")
+        raise NotFound(f"the server could not find the metric {clip(name)} for {clip(resource)}")
     return metric
 
 
@@ -58,13 +69,36 @@ def pod_value(
     metric: ServedMetric,
     metric_selector: Selector,
     window_seconds: float,
+    report: Report = ignore,
 ) -> PodValue:
     """One pod's value in the latest round (`rounds` oldest first), or why it is left out."""
-    if pod.excluded is not None:
-        return PodValue(pod, PodReading(None, None, pod.excluded), by_rule=True)
+    try:
+        value = _pod_value(pod, rounds, metric, metric_selector, window_seconds)
+        reading = value.reading
+        if reading.value is not None and not (math.isfinite(reading.value) and reading.value >= 0):
+            # The samples are checked when parsed; a value that is still not a count here is
+            # our arithmetic's fault, and must not reach the HPA.
+            raise ArithmeticError(f"{metric.name} came out as {reading.value}")
+    except Exception as exc:
+        report(pod, exc)
+        return PodValue(pod, left_out("internal_error", f"internal error: {type(exc).__name__}"))
+    return value
+
+
+def _pod_value(
+    pod: Pod,
+    rounds: Sequence[Round],
+    metric: ServedMetric,
+    metric_selector: Selector,
+    window_seconds: float,
+) -> PodValue:
+    exclusion = pod.exclusion
+    if exclusion is not None:
+        return PodValue(pod, left_out(*exclusion), by_rule=True)
     latest = rounds[-1].readings.get((pod.namespace, pod.name)) if rounds else None
     if latest is None:
-        return PodValue(pod, PodReading(None, None, "not scraped yet (discovered after the round)"))
+        reason = "not scraped yet (discovered after the round)"
+        return PodValue(pod, left_out("not_scraped", reason))
     instant = pod_reading(pod.workers, latest, metric.sample, metric_selector, metric.combine)
     if not metric.rate or instant.value is None:
         return PodValue(pod, instant)
@@ -74,7 +108,7 @@ def pod_value(
         worker_rate = rate(points, points[-1].at, window_seconds)
         if worker_rate is None:
             reason = f"worker {worker}: fewer than two scrapes in {window_seconds:g} s, no rate yet"
-            return PodValue(pod, PodReading(None, None, reason))
+            return PodValue(pod, left_out("no_rate_yet", reason))
         total += worker_rate
     return PodValue(pod, PodReading(total, instant.scraped_at))
 
@@ -102,9 +136,13 @@ def pod_values(
     metric_selector: Selector,
     window_seconds: float,
     what: str,
+    report: Report = ignore,
 ) -> list[Value]:
     """Every considered pod that can be served exactly; NotFound when none can."""
-    values = [pod_value(pod, rounds, metric, metric_selector, window_seconds) for pod in considered]
+    values = [
+        pod_value(pod, rounds, metric, metric_selector, window_seconds, report)
+        for pod in considered
+    ]
     served = [
         Value(
             Described("pods", value.pod.name, value.pod.namespace),
@@ -128,14 +166,18 @@ def object_value(
     metric: ServedMetric,
     metric_selector: Selector,
     window_seconds: float,
+    report: Report = ignore,
 ) -> Value:
     """The sum over an object's pods. A pod that should count but could not be read makes the
     whole answer Unavailable: a sum without it would under-count, and the HPA holds the current
     replica count on an error rather than scaling on a wrong number."""
-    what = f"{described.resource} {described.name}"
+    what = f"{described.resource} {clip(described.name)}"
     if not considered:
         raise NotFound(f"no pods with metrics found for {what}")
-    values = [pod_value(pod, rounds, metric, metric_selector, window_seconds) for pod in considered]
+    values = [
+        pod_value(pod, rounds, metric, metric_selector, window_seconds, report)
+        for pod in considered
+    ]
     incomplete = [value for value in values if value.reading.value is None and not value.by_rule]
     if incomplete:
         raise Unavailable(f"{metric.name} of {what} would under-count: {_explain(incomplete)}")

@@ -3,7 +3,9 @@
 `adapter.server` builds the app with `create_app(state)`; every route is a thin shell: parse the
 path and query, take the fresh rounds from `adapter.rounds.Rounds`, let `adapter.answers` decide,
 render with `adapter.wire`. Every failure, from a bad selector to a bug, leaves as a Kubernetes
-`Status` (`adapter.errors` and `adapter.auth` are the only sources of codes). A pure ASGI
+`Status` (`adapter.errors` and `adapter.auth` are the only sources of codes), quoting at most a
+short prefix of any input (`adapter.errors.clip`); a bug met while reading one pod leaves only
+that pod out (`adapter.answers`), logged once a minute per exception type. A pure ASGI
 middleware checks access (`adapter.access`) for everything but the probes and times every
 request by route.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
@@ -23,15 +25,17 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapter import openapi, wire
-from adapter.answers import Round, object_value, pod_values, served_metric
+from adapter.answers import Report, Round, object_value, pod_values, served_metric
 from adapter.auth import AuthError
 from adapter.catalog import METRIC_NAMES
 from adapter.debug import debug_document, debug_text
 from adapter.discovery import Discovery
-from adapter.errors import ApiError, BadRequest, NotFound, Unavailable
+from adapter.errors import ApiError, BadRequest, NotFound, Unavailable, clip, describe, quote
 from adapter.instruments import HEADLINE, Instruments
 from adapter.kube import KubeError
+from adapter.pods import Pod
 from adapter.selectors import Selector, SelectorError, parse_selector
+from pushkit.logs import LogLimiter
 
 log = logging.getLogger("pushscale.adapter.app")
 
@@ -39,6 +43,20 @@ log = logging.getLogger("pushscale.adapter.app")
 # --authorization-always-allow-paths).
 ALWAYS_ALLOWED = frozenset({"/healthz", "/livez", "/readyz"})
 _BASE = f"/apis/{wire.GROUP}"
+
+
+def logged_report(logger: logging.Logger) -> Report:
+    """A `Report` that logs each bug met while reading a pod, at most once a minute per
+    exception type (the table of types is ours, so it stays small whatever pods serve)."""
+    limiter = LogLimiter(logger)
+
+    def report(pod: Pod, error: Exception) -> None:
+        limiter.log(
+            logging.ERROR, type(error).__name__, "internal error reading pod %s/%s (left out): %s",
+            pod.namespace, pod.name, describe(error),
+        )  # fmt: skip
+
+    return report
 
 
 class RoundSource(Protocol):
@@ -62,6 +80,7 @@ class AppState:
     rate_window_seconds: float
     max_value_age_seconds: float = 2.0
     clock: Callable[[], float] = time.time
+    report: Report = field(default_factory=lambda: logged_report(log))
 
 
 def create_app(state: AppState) -> ASGIApp:
@@ -98,7 +117,7 @@ def _error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> Response:
-        return _status(BadRequest(f"invalid request: {error.errors()}"))
+        return _status(BadRequest(f"invalid request: {clip(str(error.errors()))}"))
 
     @app.exception_handler(Exception)
     async def bug(request: Request, error: Exception) -> Response:
@@ -129,7 +148,9 @@ def _selector(text: str | None, parameter: str) -> Selector:
 
 def _version(version: str) -> str:
     if version not in wire.VERSIONS:
-        raise NotFound(f"the server could not find the requested resource ({wire.GROUP}/{version})")
+        raise NotFound(
+            f"the server could not find the requested resource ({wire.GROUP}/{clip(version)})"
+        )
     return version
 
 
@@ -189,7 +210,7 @@ def _routes(app: FastAPI, state: AppState) -> None:
         selector = _selector(request.query_params.get("metricLabelSelector"), "metricLabelSelector")
         rounds = await _fresh_rounds(state)
         document = debug_document(
-            rounds, metric, selector, state.rate_window_seconds, state.clock()
+            rounds, metric, selector, state.rate_window_seconds, state.clock(), state.report
         )
         if request.query_params.get("format") == "json":
             return _json(document)
@@ -211,7 +232,7 @@ def _routes(app: FastAPI, state: AppState) -> None:
             return await _pods_answer(state, request, version, namespace, name, metric)
         if resource not in ("deployments.apps", "services"):
             raise NotFound(
-                f"the server could not find the metric {metric} for {resource}: "
+                f"the server could not find the metric {clip(metric)} for {clip(resource)}: "
                 "served for pods, services, deployments.apps and namespaces"
             )
         if name == "*":
@@ -224,7 +245,8 @@ async def _pods_answer(
 ) -> Response:
     version = _version(version)
     metric = served_metric(metric_name, "pods")
-    selector = _selector(request.query_params.get("labelSelector"), "labelSelector")
+    selector_text = request.query_params.get("labelSelector")
+    selector = _selector(selector_text, "labelSelector")
     metric_selector = _selector(
         request.query_params.get("metricLabelSelector"), "metricLabelSelector"
     )
@@ -237,10 +259,15 @@ async def _pods_answer(
         and (name == "*" or pod.name == name)
     ]
     if name != "*" and not considered:
-        raise NotFound(f'pods "{name}" not found among the scraped pods of namespace {namespace}')
-    what = f"pods {name!r}" if name != "*" else f"pods in {namespace} matching {selector}"
+        raise NotFound(
+            f'pods "{clip(name)}" not found among the scraped pods of namespace {clip(namespace)}'
+        )
+    if name != "*":
+        what = f"pods {quote(name)}"
+    else:
+        what = f"pods in {clip(namespace)} matching {quote(selector_text or '')}"
     values = pod_values(
-        considered, rounds, metric, metric_selector, state.rate_window_seconds, what
+        considered, rounds, metric, metric_selector, state.rate_window_seconds, what, state.report
     )
     _observe_ages(state, [value.timestamp for value in values])
     return _json(wire.metric_value_list(version, values, metric_selector))
@@ -264,9 +291,11 @@ async def _object_answer(
         try:
             service = await state.discovery.service(namespace, name)
         except KubeError as exc:
-            raise Unavailable(f"cannot read services/{name} in {namespace}: {exc}") from exc
+            raise Unavailable(
+                f"cannot read services/{clip(name)} in {clip(namespace)}: {clip(str(exc), 300)}"
+            ) from exc
         if service is None:
-            raise NotFound(f'services "{name}" not found in namespace {namespace}')
+            raise NotFound(f'services "{clip(name)}" not found in namespace {clip(namespace)}')
         selects = service.selects
     elif resource == "deployments.apps":
         selects = lambda pod: pod.deployment == name  # noqa: E731
@@ -276,8 +305,9 @@ async def _object_answer(
     considered = [pod for pod in rounds[-1].pods if pod.namespace == namespace and selects(pod)]
     described = wire.Described(resource, name, None if resource == "namespaces" else namespace)
     value = object_value(
-        described, considered, rounds, metric, metric_selector, state.rate_window_seconds
-    )
+        described, considered, rounds, metric, metric_selector, state.rate_window_seconds,
+        state.report,
+    )  # fmt: skip
     _observe_ages(state, [value.timestamp])
     return _json(wire.metric_value_list(version, [value], metric_selector))
 

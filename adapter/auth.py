@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 from urllib.parse import unquote
 
+from adapter.errors import clip
+
 log = logging.getLogger(__name__)
 
 Headers = Iterable[tuple[str, str]]
@@ -367,7 +369,9 @@ def decision(review: Mapping[str, Any]) -> tuple[bool, str]:
 
 
 def _quote(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)  # Go's %q, near enough for names and paths
+    # Go's %q, near enough for names and paths; a name from the request path is cut to a
+    # short prefix, so a 60 KB metric name makes a short 403.
+    return json.dumps(clip(text), ensure_ascii=False)
 
 
 def forbidden(user: UserInfo, attributes: Attributes, reason: str = "") -> Forbidden:
@@ -390,7 +394,11 @@ def forbidden(user: UserInfo, attributes: Attributes, reason: str = "") -> Forbi
     qualified = attributes.resource + (f".{attributes.group}" if attributes.group else "")
     if attributes.name:
         qualified += f" {_quote(attributes.name)}"
-    details = {"group": attributes.group, "kind": attributes.resource, "name": attributes.name}
+    details = {
+        "group": clip(attributes.group),
+        "kind": clip(attributes.resource),
+        "name": clip(attributes.name),
+    }
     return Forbidden(
         f"{qualified} is forbidden: {text}{_colon(reason)}",
         {key: value for key, value in details.items() if value},

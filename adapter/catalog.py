@@ -37,3 +37,10 @@ def _catalog() -> dict[str, ServedMetric]:
 
 CATALOG: Mapping[str, ServedMetric] = _catalog()
 METRIC_NAMES: tuple[str, ...] = tuple(sorted(CATALOG))
+
+# Every family the adapter takes a number from, with the TYPE the push server declares:
+# `adapter.samples` refuses a body that says otherwise about one of them.
+READ_TYPES: Mapping[str, str] = {
+    **{family.name: family.kind for family in FAMILIES},
+    "pushscale_worker_info": "gauge",
+}

@@ -2,17 +2,21 @@
 
 For the person on call with curl: each pod's value or the reason it is left out, every
 worker's value, scrape time and error, and the exact metrics API URL the HPA calls for the
-pod's labels. `adapter.app` serves it as a text table, or as JSON with `?format=json`.
+pod's labels. `adapter.app` serves it as a text table, or as JSON with `?format=json`. A
+left-out pod shows its reason's code (`reasonCode`, docs/adapter.md "Exclusion reasons") beside
+the words; a bug met while describing one pod shows as that pod's `internal_error`, never as a
+failed page.
 """
 
 from __future__ import annotations
 
+import math
 import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
-from adapter.aggregate import matching_sum
-from adapter.answers import Round, pod_value
+from adapter.aggregate import left_out, matching_sum
+from adapter.answers import PodValue, Report, Round, ignore, pod_value
 from adapter.catalog import ServedMetric
 from adapter.pods import Pod
 from adapter.selectors import Selector
@@ -37,25 +41,23 @@ def debug_document(
     metric_selector: Selector,
     window_seconds: float,
     now: float,
+    report: Report = ignore,
 ) -> dict[str, Any]:
     if not rounds:
         return {"metric": metric.name, "round": None, "pods": []}
     latest = rounds[-1]
     pods = []
     for pod in latest.pods:
-        value = pod_value(pod, rounds, metric, metric_selector, window_seconds)
-        workers = []
-        for reading in latest.readings.get((pod.namespace, pod.name), ()):
-            series = None if reading.samples is None else reading.samples.get(metric.sample)
-            workers.append(
-                {
-                    "worker": reading.worker,
-                    "url": pod.metrics_url(reading.worker),
-                    "value": None if series is None else matching_sum(series, metric_selector),
-                    "scrapedAt": rfc3339(reading.scraped_at),
-                    "error": reading.error,
-                }
+        value = pod_value(pod, rounds, metric, metric_selector, window_seconds, report)
+        try:
+            workers = _workers(pod, latest, metric, metric_selector)
+            hpa = hpa_url(pod, metric.name)
+        except Exception as exc:
+            report(pod, exc)
+            value = PodValue(
+                pod, left_out("internal_error", f"internal error: {type(exc).__name__}")
             )
+            workers, hpa = [], None
         pods.append(
             {
                 "namespace": pod.namespace,
@@ -65,8 +67,9 @@ def debug_document(
                 "served": value.reading.value is not None,
                 "value": value.reading.value,
                 "reason": value.reading.reason,
+                "reasonCode": value.reading.code,
                 "workers": workers,
-                "hpaUrl": hpa_url(pod, metric.name),
+                "hpaUrl": hpa,
             }
         )
     return {
@@ -81,6 +84,25 @@ def debug_document(
     }
 
 
+def _workers(
+    pod: Pod, latest: Round, metric: ServedMetric, metric_selector: Selector
+) -> list[dict[str, Any]]:
+    workers = []
+    for reading in latest.readings.get((pod.namespace, pod.name), ()):
+        series = None if reading.samples is None else reading.samples.get(metric.sample)
+        workers.append(
+            {
+                "worker": reading.worker,
+                "url": pod.metrics_url(reading.worker),
+                "value": None if series is None else matching_sum(series, metric_selector),
+                "scrapedAt": rfc3339(reading.scraped_at),
+                "error": reading.error,
+                "errorCode": reading.error_kind,
+            }
+        )
+    return workers
+
+
 def debug_text(document: dict[str, Any]) -> str:
     """The same document as a table for a terminal."""
     round_ = document["round"]
@@ -92,13 +114,20 @@ def debug_text(document: dict[str, Any]) -> str:
         "",
     ]
     for pod in document["pods"]:
-        state = _number(pod["value"]) if pod["served"] else f"LEFT OUT: {pod['reason']}"
+        state = (
+            _number(pod["value"])
+            if pod["served"]
+            else f"LEFT OUT: {pod['reason']} [{pod['reasonCode']}]"
+        )
         lines.append(f"{pod['namespace']}/{pod['name']} ({pod['ip']}, {pod['expectedWorkers']} "
                      f"workers)  {state}")  # fmt: skip
         for worker in pod["workers"]:
-            detail = worker["error"] or _number(worker["value"])
+            detail = _number(worker["value"])
+            if worker["error"]:
+                detail = f"{worker['error']} [{worker['errorCode']}]"
             lines.append(f"  worker {worker['worker']}  {worker['url']:<36} {detail}")
-        lines.append(f"  HPA asks: {pod['hpaUrl']}")
+        if pod["hpaUrl"] is not None:
+            lines.append(f"  HPA asks: {pod['hpaUrl']}")
     if not document["pods"]:
         lines.append("no pods discovered")
     return "\n".join(lines) + "\n"
@@ -107,4 +136,6 @@ def debug_text(document: dict[str, Any]) -> str:
 def _number(value: float | None) -> str:
     if value is None:
         return "-"
+    if not math.isfinite(value):
+        return str(value)  # never served, but the page must not fail on it
     return f"{value:.0f}" if value == int(value) else f"{value:.3f}"

@@ -1,7 +1,10 @@
 """The adapter's own metrics, served at its /metrics (a registry of its own, no globals).
 
 `adapter.server` feeds `observe_round` after every scrape round; `adapter.app` calls
-`observe_request` and `observe_value_age` for every API answer. The value-age histogram is the
+`observe_request` and `observe_value_age` for every API answer. Every pod left out of the
+headline metric in a round counts once in `pushscale_adapter_pods_left_out_total` under its
+reason's code (`adapter.aggregate.REASONS`), so an alert can tell a NaN-serving pod from a
+slow one. The value-age histogram is the
 freshness measure custom-metrics-apiserver exports as `metric_freshness`: how old the values
 handed to the HPA were, from the scrape that read them to the answer.
 """
@@ -10,7 +13,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from adapter.answers import Round, pod_value
+from adapter.aggregate import REASONS
+from adapter.answers import Report, Round, ignore, pod_value
 from adapter.catalog import CATALOG
 from adapter.selectors import parse_selector
 
@@ -54,18 +58,31 @@ class Instruments:
             "API requests by route and status code",
             ["path", "code"], buckets=_SECONDS, registry=self.registry,
         )  # fmt: skip
+        self.pods_left_out = Counter(
+            "pushscale_adapter_pods_left_out_total",
+            f"Pods left out of {HEADLINE} in a round, by reason (one per pod and round)",
+            ["reason"], registry=self.registry,
+        )  # fmt: skip
         for state in ("served", "left_out"):
             self.pods.labels(state)
+        # Every reason from the start, at 0: a rate() over a series that appears only with
+        # its first increment misses that increment.
+        for reason in REASONS:
+            self.pods_left_out.labels(reason)
 
-    def observe_round(self, finished: Round) -> None:
+    def observe_round(self, finished: Round, report: Report = ignore) -> None:
         self.round_seconds.observe(finished.duration_seconds)
         readings = [reading for pod in finished.readings.values() for reading in pod]
         self.targets.set(len(readings))
         for reading in readings:
             if reading.error_kind is not None:
                 self.scrape_errors.labels(reading.error_kind).inc()
-        values = [pod_value(pod, [finished], CATALOG[HEADLINE], _ALL, 1.0) for pod in finished.pods]
+        headline = CATALOG[HEADLINE]
+        values = [pod_value(pod, [finished], headline, _ALL, 1.0, report) for pod in finished.pods]
         served = sum(1 for value in values if value.reading.value is not None)
+        for value in values:
+            if value.reading.code is not None:
+                self.pods_left_out.labels(value.reading.code).inc()
         self.pods.labels("served").set(served)
         self.pods.labels("left_out").set(len(values) - served)
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from adapter.aggregate import Reason
+
 # Pods carry `pushscale.io/scrape: "true"`; the watch asks the API server for them by label.
 SCRAPE_LABEL = "pushscale.io/scrape"
 METRICS_PORT_ANNOTATION = "pushscale.io/metrics-port"
@@ -104,17 +106,23 @@ class Pod:
 
     @property
     def excluded(self) -> str | None:
-        """Why the pod is not served whatever its scrape says, or None.
+        """Why the pod is not served whatever its scrape says, or None."""
+        exclusion = self.exclusion
+        return None if exclusion is None else exclusion[1]
+
+    @property
+    def exclusion(self) -> tuple[Reason, str] | None:
+        """The code and words of `excluded`, or None.
 
         The HPA ignores terminating pods and counts Pending ones as unready, so a value for
         either would only mislead it.
         """
         if self.deleting:
-            return "terminating (deletionTimestamp set)"
+            return "terminating", "terminating (deletionTimestamp set)"
         if self.phase != "Running":
-            return f"phase {self.phase}, not Running"
+            return "not_running", f"phase {self.phase}, not Running"
         if self.ip is None:
-            return "no pod IP yet"
+            return "no_ip", "no pod IP yet"
         return None
 
 
@@ -329,6 +337,9 @@ def parse_static_pods(text: str) -> StaticInventory:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise StaticPodsError(f"not YAML: {exc}".replace("\n", " ")) from exc
+    except RecursionError:
+        # PyYAML builds nested collections recursively; a few thousand `[` exhaust the stack.
+        raise StaticPodsError("not a pods file: nested too deeply") from None
     if not isinstance(document, dict):
         found = "an empty file" if document is None else f"a {type(document).__name__}"
         raise StaticPodsError(f"must be a mapping with a 'pods' list, not {found}")

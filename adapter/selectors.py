@@ -4,7 +4,8 @@ The metrics API (issue 3) calls `parse_selector` on `labelSelector` and `metricL
 query parameters and matches pods' labels with `Selector.matches`. The grammar is the one
 `k8s.io/apimachinery/pkg/labels` accepts: requirements separated by commas, each one of
 `key`, `!key`, `key=value`, `key==value`, `key!=value`, `key in (a,b)`, `key notin (a,b)`.
-A malformed selector raises `SelectorError`, which the API answers with a 400 `Status`.
+A malformed selector raises `SelectorError`, which the API answers with a 400 `Status`; its
+message quotes at most a short prefix of the offending text (`adapter.errors.quote`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from adapter.errors import quote
 
 # A label key: an optional DNS-subdomain prefix and "/", then a name of at most 63 characters.
 _NAME = r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
@@ -65,25 +68,25 @@ def _split(text: str) -> list[str]:
         elif char == ")":
             depth -= 1
             if depth < 0:
-                raise SelectorError(f"unbalanced ')' in {text!r}")
+                raise SelectorError(f"unbalanced ')' in {quote(text)}")
         elif char == "," and depth == 0:
             parts.append(text[start:i])
             start = i + 1
     if depth:
-        raise SelectorError(f"unbalanced '(' in {text!r}")
+        raise SelectorError(f"unbalanced '(' in {quote(text)}")
     parts.append(text[start:])
     return [part.strip() for part in parts]
 
 
 def _key(key: str, part: str) -> str:
     if not _KEY.fullmatch(key):
-        raise SelectorError(f"invalid label key {key!r} in {part!r}")
+        raise SelectorError(f"invalid label key {quote(key)} in {quote(part)}")
     return key
 
 
 def _value(value: str, part: str) -> str:
     if not _VALUE.fullmatch(value):
-        raise SelectorError(f"invalid label value {value!r} in {part!r}")
+        raise SelectorError(f"invalid label value {quote(value)} in {quote(part)}")
     return value
 
 
@@ -93,7 +96,7 @@ def _requirement(part: str) -> Requirement:
     if match := _SET.match(part):
         values = [v.strip() for v in match["values"].split(",")]
         if values == [""]:
-            raise SelectorError(f"{match['op']} needs at least one value in {part!r}")
+            raise SelectorError(f"{match['op']} needs at least one value in {quote(part)}")
         return Requirement(
             _key(match["key"], part),
             match["op"],

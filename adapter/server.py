@@ -22,7 +22,7 @@ import uvicorn
 
 from adapter import tls
 from adapter.access import build_access
-from adapter.app import AppState, create_app
+from adapter.app import AppState, create_app, logged_report
 from adapter.auth import CLIENT_CA, FRONT_PROXY_CA
 from adapter.discovery import Discovery, StaticDiscovery, WatchDiscovery
 from adapter.errors import StartupError
@@ -55,6 +55,7 @@ async def serve(settings: AdapterSettings) -> int:
         access, client_cas = await build_access(settings, kube)
     server_tls = _server_tls(settings, client_cas)
     instruments = Instruments()
+    report = logged_report(log)
     scrape = ScrapeSettings(settings.scrape_timeout_seconds, settings.max_scrape_bytes)
     scraper = ThreadedScraper(scrape, scrape_session)
     # The scrape thread holds the GIL for up to the switch interval at a time; 1 ms instead of
@@ -66,12 +67,12 @@ async def serve(settings: AdapterSettings) -> int:
         interval_seconds=settings.scrape_interval_seconds,
         max_age_seconds=settings.max_value_age_seconds,
         keep_seconds=keep_seconds(settings.rate_window_seconds, settings.scrape_interval_seconds),
-        on_round=instruments.observe_round,
+        on_round=lambda finished: instruments.observe_round(finished, report),
     )
     try:
         state = AppState(
             rounds, discovery, instruments, access, settings.rate_window_seconds,
-            settings.max_value_age_seconds,
+            settings.max_value_age_seconds, report=report,
         )  # fmt: skip
         config = tls.uvicorn_config(
             create_app(state),

@@ -93,3 +93,26 @@ def test_max_and_ignore():
     assert pod_reading(2, readings, "pushscale_draining", ALL, Combine.MAX).value == 1
     ignored = pod_reading(2, readings, "pushscale_draining", ALL, Combine.IGNORE)
     assert ignored.value is None and "not combined" in (ignored.reason or "")
+
+
+WORKER_0 = (("worker", "0"),)
+
+
+@pytest.mark.parametrize(
+    ("readings", "code"),
+    [
+        ([worker(0, 1)], "not_scraped"),
+        ([worker(0, 1), WorkerReading(1, 100.0, error="t", error_kind="timeout")], "timeout"),
+        ([worker(0, 1), WorkerReading(1, 100.0, error="nan", error_kind="not_finite")],
+         "not_finite"),
+        ([worker(0, 1), WorkerReading(1, 100.0, samples={"other": {(): 1}})], "metric_missing"),
+        ([worker(0, 1), WorkerReading(1, 100.0, {"pushscale_worker_info": {WORKER_0: 1}})],
+         "wrong_worker"),
+        # The scraper names every error; one without a name is a bug of ours.
+        ([worker(0, 1), WorkerReading(1, 100.0, error="?")], "internal_error"),
+    ],
+    ids=["not-scraped", "timeout", "not-finite", "metric-missing", "wrong-worker", "no-kind"],
+)  # fmt: skip
+def test_every_left_out_pod_carries_a_reason_code(readings, code):
+    reading = pod_reading(2, readings, "socket_io_connected", ALL, Combine.SUM)
+    assert (reading.value, reading.code) == (None, code)

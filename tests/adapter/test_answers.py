@@ -157,3 +157,43 @@ def test_a_rate_is_served_with_its_window():
     ]
     [value] = pod_values([the_pod], rounds, CONNECT_RATE, ALL, 30, "pods")
     assert (value.metric, value.value, value.window_seconds) == ("socket_io_connect", 2.0, 30)
+
+
+class Poisoned(dict[str, dict[tuple[tuple[str, str], ...], float]]):
+    """Samples whose reading raises: a stand-in for a bug some value provokes."""
+
+    def get(self, *args, **kwargs):
+        raise ZeroDivisionError("poisoned")
+
+
+def poisoned(worker: int) -> WorkerReading:
+    return WorkerReading(worker, 100.0, Poisoned())
+
+
+def test_a_bug_in_one_pods_reading_leaves_only_that_pod_out_and_is_reported():
+    pods = [pod("a"), pod("b")]
+    rounds = [
+        round_of(pods, {"a": [reading(0, 3), reading(1, 4)], "b": [poisoned(0), poisoned(1)]})
+    ]
+    reported: list[tuple[str, str]] = []
+
+    def report(the_pod, error):
+        reported.append((the_pod.name, type(error).__name__))
+
+    value = pod_value(pods[1], rounds, CONNECTED, ALL, 60.0, report)
+    assert (value.reading.value, value.reading.code) == (None, "internal_error")
+    assert value.reading.reason == "internal error: ZeroDivisionError"
+    served = pod_values(pods, rounds, CONNECTED, ALL, 60.0, "pods", report)
+    assert [(v.described.name, v.value) for v in served] == [("a", 7)]
+    assert reported == [("b", "ZeroDivisionError")] * 2
+    with pytest.raises(Unavailable, match="pod b: internal error: ZeroDivisionError"):
+        object_value(Described("deployments.apps", "push", "live"), pods, rounds, CONNECTED, ALL,
+                     60.0, report)  # fmt: skip
+
+
+def test_a_value_that_is_no_count_never_leaves_the_pure_core():
+    pods = [pod("a", workers=1)]
+    # Past the parser's checks only by a bug: samples built by hand.
+    rounds = [round_of(pods, {"a": [WorkerReading(0, 100.0, {"socket_io_connected": {(): -1.0}})]})]
+    value = pod_value(pods[0], rounds, CONNECTED, ALL, 60.0)
+    assert value.reading.code == "internal_error"

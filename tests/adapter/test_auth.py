@@ -596,6 +596,15 @@ def test_forbidden_message_is_kube_apiservers(attributes, reason, message, detai
     assert (str(error), dict(error.details), error.code) == (message, details, 403)
 
 
+def test_a_forbidden_message_quotes_a_huge_name_by_a_short_prefix():
+    huge = "m" * 60_000
+    attributes = ResourceAttributes("get", "custom.metrics.k8s.io", "v1beta2", "pods", huge, huge,
+                                    "live")  # fmt: skip
+    error = forbidden(UserInfo("bob"), attributes, "denied")
+    assert len(str(error)) < 400 and "(60000 characters)" in str(error)
+    assert len(error.details["name"]) < 100
+
+
 # -- the shells ----------------------------------------------------------------------------------
 
 

@@ -45,6 +45,8 @@ ROUTES = {
     "/malformed": _answer(text="socket_io_connected seven\n"),
     "/html": _answer(text="<html>oops</html>", content_type="text/html"),
     "/error": _answer(status=500, text="boom"),
+    "/latin1": _answer(body=b"socket_io_connected 7\n# caf\xe9\n"),
+    "/nan": _answer(text="socket_io_connected NaN\n"),
 }
 
 
@@ -152,3 +154,43 @@ async def test_closing_the_threaded_scraper_ends_a_round_in_flight(bad_targets):
     # waiter that later gave up would then call into the closed loop).
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(in_flight, 2)
+
+
+async def test_untrusted_bodies_carry_their_code(bad_targets):
+    paths = ("/good", "/malformed", "/latin1", "/nan", "/error", "/huge", "/slow")
+    targets = [Target("ns", "pod", i, f"{bad_targets}{path}") for i, path in enumerate(paths)]
+    settings = ScrapeSettings(timeout_seconds=0.5, max_body_bytes=64 * 1024)
+    async with aiohttp.ClientSession() as session:
+        readings = await Scraper(session, settings).round(targets)
+    kinds = [readings[t].error_kind for t in targets]
+    assert kinds == [None, "malformed", "malformed", "not_finite", "http_status", "too_large",
+                     "timeout"]  # fmt: skip
+    assert readings[targets[2]].error == "malformed metrics text: not UTF-8 (byte 27 of 29)"
+
+
+async def test_a_bug_while_reading_one_target_is_its_internal_error_only(
+    bad_targets, monkeypatch, caplog
+):
+    import adapter.scrape
+    from adapter.samples import parse_samples as real
+
+    def buggy(text: str):
+        if "7" in text:
+            raise KeyError("a bug")
+        return real(text)
+
+    monkeypatch.setattr(adapter.scrape, "parse_samples", buggy)
+    targets = [
+        Target("ns", "a", 0, f"{bad_targets}/good"),
+        Target("ns", "b", 0, f"{bad_targets}/nan"),
+    ]
+    async with aiohttp.ClientSession() as session:
+        scraper = Scraper(session, ScrapeSettings(timeout_seconds=0.5))
+        for _ in range(3):
+            readings = await scraper.round(targets)
+    assert (readings[targets[0]].error_kind, readings[targets[0]].error) == (
+        "internal_error", "internal error: KeyError"
+    )  # fmt: skip
+    assert readings[targets[1]].error_kind == "not_finite", "the other target is read as ever"
+    logged = [r.getMessage() for r in caplog.records if r.name == "pushscale.adapter.scrape"]
+    assert len(logged) == 1 and "KeyError: 'a bug' at" in logged[0], logged
