@@ -32,9 +32,12 @@ class RedisAccess:
     refuses that): redis-py lets a URL's password win over one given beside it, silently.
     """
 
-    url: str
+    url: str = dataclasses.field(repr=False)  # it may hold the password: see __repr__
     password: str | None = dataclasses.field(default=None, repr=False)
     ca_file: str | None = None
+
+    def __repr__(self) -> str:
+        return f"RedisAccess(url={self.redacted_url!r}, ca_file={self.ca_file!r})"
 
     @property
     def username(self) -> str:

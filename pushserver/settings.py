@@ -44,7 +44,8 @@ class ServerSettings:
     host: str = "0.0.0.0"
     port: int = 3000
     metrics_port: int = 9100
-    redis_url: str | None = None
+    # Not in the repr: it may carry a password.
+    redis_url: str | None = dataclasses.field(default=None, repr=False)
     # From --redis-password-file only: a password flag would show in `ps`.
     redis_password: str | None = dataclasses.field(default=None, repr=False)
     redis_ca_file: str | None = None
