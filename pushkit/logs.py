@@ -37,14 +37,21 @@ def configure_logging(level: str, name: str) -> None:
 
 
 def redact_url(url: str) -> str:
-    """`redis://:secret@host:6379/0` → `redis://:***@host:6379/0`, for logs."""
+    """`redis://user:secret@host:6379/0` → `redis://user:***@host:6379/0`, for logs; also a
+    `password=` query parameter (redis-py reads one in `unix://` URLs)."""
     parts = urlsplit(url)
-    if parts.password is None:
+    if parts.password is not None:
+        user = parts.username or ""
+        host = parts.hostname or ""
+        netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        url = urlunsplit(parts._replace(netloc=netloc))
+    base, mark, query = url.partition("?")
+    if not mark:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    pairs = [pair.partition("=") for pair in query.split("&")]
+    return f"{base}?" + "&".join(
+        f"{key}{eq}{'***' if key.lower() == 'password' else value}" for key, eq, value in pairs
+    )
 
 
 # Causes are a fixed vocabulary; this only bounds the table if a caller gets that wrong.

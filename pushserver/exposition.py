@@ -89,6 +89,9 @@ FAMILIES = (
     Family("pushscale_redis_subscription_losses_total", "counter",
            "Times this worker's Redis subscription failed (it subscribes again within 5 s)",
            Combine.SUM, lambda s: s.redis_subscription_losses),
+    Family("pushscale_redis_messages_rejected_total", "counter",
+           "Messages on the Redis channel dropped unread, by what was wrong with them",
+           Combine.SUM, lambda s: s.redis_messages_rejected, "reason"),
 )  # fmt: skip
 
 # How a pod's value is made from its workers' values, for every family a worker serves.

@@ -1,8 +1,8 @@
 """Room fan-out across workers and pods through Redis pub/sub.
 
-`pushserver.routes` calls `RoomFanout.broadcast` for `POST /publish`; python-socketio's pub/sub
-listener calls `_handle_emit` for every message another worker published. Built on
-python-socketio's `AsyncRedisManager`, with three changes:
+`pushserver.routes` calls `RoomFanout.broadcast` for `POST /publish`; the listening loop
+(`_thread`) calls `_receive` for every message on the channel. Built on python-socketio's
+`AsyncRedisManager`, with these changes:
 
 - `broadcast` publishes to Redis *before* delivering locally and raises `PublishFailed` when
   Redis did not take the message (the library logs and carries on), so a publisher learns that
@@ -12,7 +12,14 @@ python-socketio's `AsyncRedisManager`, with three changes:
 - the listener has a connection of its own, records whether Redis has confirmed its subscription
   (`WorkerStats.redis_subscribed`, the readiness condition and a metric), closes a connection it
   gives up on, and retries within 5 s (the library doubles up to 60 s, so a worker could stay
-  deaf for most of a minute after Redis came back).
+  deaf for most of a minute after Redis came back);
+- every connection (publish and listener) is made from one `RedisAccess`, so with the
+  credentials and TLS of the settings, and its failures are logged as one line without the
+  password (`pushserver.redis_access.describe_failure`);
+- the listening loop is our own: each message goes through `pushserver.fanout_messages`'
+  strict parser, so a message on the channel is never unpickled or obeyed as a command; a bad
+  one is dropped, counted by reason (`WorkerStats.redis_messages_rejected`), logged at most
+  once per reason per minute, and the listener goes on with the next.
 """
 
 from __future__ import annotations
@@ -27,6 +34,16 @@ import socketio
 from engineio import packet as eio_packet
 from socketio import packet
 
+from pushkit.logs import LogLimiter
+from pushserver.fanout_messages import (
+    REJECT_REASONS,
+    MessageRejected,
+    RoomMessage,
+    encode_message,
+    max_message_bytes,
+    parse_message,
+)
+from pushserver.redis_access import RedisAccess, describe_failure
 from pushserver.stats import WorkerStats
 
 log = logging.getLogger(__name__)
@@ -47,10 +64,25 @@ class RoomFanout(socketio.AsyncRedisManager):  # type: ignore[misc]
     connected: bool
     redis: Any
 
-    def __init__(self, redis_url: str, stats: WorkerStats, client_name: str) -> None:
-        # Named connections make every worker's subscription visible in `CLIENT LIST`.
-        super().__init__(url=redis_url, channel=CHANNEL, redis_options={"client_name": client_name})
+    def __init__(
+        self,
+        access: RedisAccess,
+        stats: WorkerStats,
+        client_name: str,
+        max_bytes: int = max_message_bytes(1024 * 1024),
+    ) -> None:
+        # Named connections make every worker's subscription visible in `CLIENT LIST`. The
+        # library opens every client from `url` and `redis_options`, so the password and the
+        # CA reach the publish path and the listener alike.
+        options = {"client_name": client_name, **access.client_options()}
+        super().__init__(url=access.url, channel=CHANNEL, redis_options=options)
+        self._access = access
         self._stats = stats
+        self._max_bytes = max_bytes
+        self._limiter = LogLimiter(log)
+        for reason in REJECT_REASONS:
+            # Every reason exported from the start at 0, so a rate over it needs no first drop.
+            stats.redis_messages_rejected[reason] += 0
 
     async def subscribe(self, timeout_seconds: float) -> None:
         """Start listening now, not at the first client connection, and return once Redis
@@ -87,7 +119,11 @@ class RoomFanout(socketio.AsyncRedisManager):  # type: ignore[misc]
                 # redis-py raises its own tree and OSError subclasses; any of them means the same.
                 self._stats.redis_subscribed = False
                 self._stats.redis_subscription_losses += 1
-                log.error("not subscribed to Redis (%s); subscribing again in %.1f s", exc, delay)
+                log.error(
+                    "not subscribed to Redis (%s); subscribing again in %.1f s",
+                    describe_failure(self._access, exc),
+                    delay,
+                )
             finally:
                 for closing in (pubsub, redis):
                     with contextlib.suppress(Exception):
@@ -95,47 +131,68 @@ class RoomFanout(socketio.AsyncRedisManager):  # type: ignore[misc]
             await asyncio.sleep(delay)
             delay = min(2 * delay, _RETRY_MAX_SECONDS)
 
+    async def _thread(self) -> None:
+        """python-socketio's listening loop, replaced: only well-formed emits are delivered."""
+        channel = self.channel.encode()
+        async for message in self._redis_listen_with_retries():
+            if message["type"] == "message" and message["channel"] == channel:
+                await self._receive(message["data"])
+
+    async def _receive(self, raw: bytes | str) -> None:
+        try:
+            message = parse_message(
+                raw if isinstance(raw, bytes) else raw.encode(), self._max_bytes
+            )
+        except MessageRejected as exc:
+            self._stats.redis_messages_rejected[exc.reason] += 1
+            self._limiter.warning(
+                exc.reason,
+                "dropped a message on the Redis channel %r: %s (%s)",
+                self.channel,
+                exc.reason,
+                exc,
+            )
+            return
+        if message.host_id == self.host_id:
+            return  # our own publish, delivered here before it went to Redis
+        try:
+            await self._deliver(message)
+        except Exception as exc:
+            # A client gone mid-delivery must not end the listener for every other client.
+            self._limiter.warning(
+                "delivery", "delivering %r failed: %s", message.event, type(exc).__name__
+            )
+
     async def broadcast(self, room: str, event: str, data: Any) -> int:
         """Send `event` to every client in `room` on every worker; returns the workers reached."""
-        message = {
-            "method": "emit",
-            "event": event,
-            "data": [data],
-            "binary": False,
-            "namespace": "/",
-            "room": room,
-            "skip_sid": None,
-            "callback": None,
-            "host_id": self.host_id,
-        }
+        message = RoomMessage(room, event, data, self.host_id)
+        encoded = encode_message(message)
+        if len(encoded) > self._max_bytes:
+            # Unreachable for a publish within --max-publish-bytes (max_message_bytes says why);
+            # checked so that no worker drops what this one was told it published.
+            raise PublishFailed(f"the message is {len(encoded)} bytes, above {self._max_bytes}")
         try:
             if not self.connected:
                 self._redis_connect()
-            receivers = int(await self.redis.publish(self.channel, self.json.dumps(message)))
+            receivers = int(await self.redis.publish(self.channel, encoded))
         except Exception as exc:
             # redis-py raises its own tree and OSError subclasses; any of them means the same.
             self.connected = False
-            raise PublishFailed(f"Redis did not take the message: {exc}") from exc
-        await self._handle_emit(message)
+            why = describe_failure(self._access, exc)
+            raise PublishFailed(f"Redis did not take the message: {why}") from None
+        await self._deliver(message)
         return receivers
 
-    async def _handle_emit(self, message: dict[str, Any]) -> None:
-        if message.get("callback") or message.get("binary"):
-            await super()._handle_emit(message)
+    async def _deliver(self, message: RoomMessage) -> None:
+        """Queue the event on every local client in the room, encoded once."""
+        if "/" not in self.rooms:
             return
-        namespace = message.get("namespace") or "/"
-        if namespace not in self.rooms:
-            return
-        event = message["event"]
-        skip = message.get("skip_sid")
-        skipped = set(skip) if isinstance(skip, list) else {skip}
         encoded = self.server.packet_class(
-            packet.EVENT, namespace=namespace, data=[event, *message["data"]]
+            packet.EVENT, namespace="/", data=[message.event, message.data]
         ).encode()
         eio_pkt = eio_packet.Packet(eio_packet.MESSAGE, encoded)
         sent = 0
-        for sid, eio_sid in self.get_participants(namespace, message.get("room")):
-            if sid not in skipped:
-                await self.server._send_eio_packet(eio_sid, eio_pkt)
-                sent += 1
-        self._stats.events_sent[event] += sent
+        for _sid, eio_sid in self.get_participants("/", message.room):
+            await self.server._send_eio_packet(eio_sid, eio_pkt)
+            sent += 1
+        self._stats.events_sent[message.event] += sent

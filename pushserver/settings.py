@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from pushkit.options import (
     Option,
@@ -42,7 +44,11 @@ class ServerSettings:
     host: str = "0.0.0.0"
     port: int = 3000
     metrics_port: int = 9100
-    redis_url: str | None = None
+    # Not in the repr: it may carry a password.
+    redis_url: str | None = dataclasses.field(default=None, repr=False)
+    # From --redis-password-file only: a password flag would show in `ps`.
+    redis_password: str | None = dataclasses.field(default=None, repr=False)
+    redis_ca_file: str | None = None
     publish_token: str | None = dataclasses.field(default=None, repr=False)
     pod_name: str = dataclasses.field(default_factory=socket.gethostname)
     # The only client → server messages are tiny (`joinByGameId {gameId}`); 16 KiB leaves room
@@ -123,6 +129,25 @@ class ServerSettings:
         if self.shed_interval_ms < 0:
             raise SettingsError("--shed-interval-ms must be 0 or more")
         check_log_level(self.log_level)
+        self._validate_redis()
+
+    def _validate_redis(self) -> None:
+        if self.redis_url is None:
+            if self.redis_password is not None or self.redis_ca_file is not None:
+                raise SettingsError(
+                    "--redis-password-file and --redis-ca-file need a --redis-url "
+                    "(the embedded Redis makes its own password and has no TLS)"
+                )
+            return
+        url = urlsplit(self.redis_url)
+        if self.redis_password is not None and url.password is not None:
+            # redis-py would let the URL's password win without a word.
+            raise SettingsError("give the Redis password in --redis-url or a file, not both")
+        if self.redis_ca_file is not None:
+            if url.scheme.lower() not in ("rediss", "valkeys"):
+                raise SettingsError("--redis-ca-file needs a rediss:// --redis-url (TLS)")
+            if not os.access(self.redis_ca_file, os.R_OK):
+                raise SettingsError(f"cannot read the Redis CA file {self.redis_ca_file}")
 
     def metrics_port_of(self, worker: int) -> int:
         return self.metrics_port + worker
@@ -142,7 +167,14 @@ _OPTIONS = (
     Option("--host", str, "address to listen on (default 0.0.0.0)"),
     Option("--port", int, "socket.io client port shared by all workers (default 3000; 0 = any)"),
     Option("--metrics-port", int, "worker i serves /metrics on this port + i (default 9100)"),
-    Option("--redis-url", str, "Redis/Valkey URL; without it an embedded valkey-server starts"),
+    Option(
+        "--redis-url",
+        str,
+        "Redis/Valkey URL (rediss:// for TLS; user:password@ allowed); "
+        "without it an embedded valkey-server starts",
+    ),
+    Option("--redis-password-file", str, "file holding the Redis password (user in --redis-url)"),
+    Option("--redis-ca-file", str, "CA bundle that verifies a rediss:// server's certificate"),
     Option("--publish-token", str, "bearer token for POST /publish (prefer the env variable)"),
     Option("--publish-token-file", str, "file holding the publish token"),
     Option("--pod-name", str, "name reported in metrics and logs (default: the host name)"),
@@ -197,6 +229,9 @@ def settings_from_namespace(
             values[token] = read_secret_file(token_file, what)
         if values.get(token) == "":
             values[token] = None
+    password_file = values.pop("redis_password_file", None)
+    if password_file is not None:
+        values["redis_password"] = read_secret_file(password_file, "Redis password")
     for old, new in _RENAMED.items():
         if old in values:
             values[new] = values.pop(old)

@@ -39,6 +39,8 @@ class WorkerStats:
     # Whether Redis has confirmed this worker's subscription to the fan-out channel right now.
     redis_subscribed: bool = False
     redis_subscription_losses: int = 0
+    # Messages on the fan-out channel dropped unread, by `fanout_messages.REJECT_REASONS`.
+    redis_messages_rejected: Counter[str] = field(default_factory=Counter)
 
     def client_error(self, reason: str) -> None:
         self.errors_total += 1

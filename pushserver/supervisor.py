@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 
 import redis.asyncio
 
-from pushkit.logs import redact_url
 from pushkit.program import write_ready_file
-from pushserver.embedded_redis import start_embedded_redis
+from pushserver.embedded_redis import EmbeddedRedisError, start_embedded_redis
 from pushserver.limits import limit_warnings, raise_open_file_limit, read_host_limits
 from pushserver.listeners import (
     BACKLOG,
@@ -39,6 +38,7 @@ from pushserver.listeners import (
     client_socket,
     metrics_sockets,
 )
+from pushserver.redis_access import RedisAccess, describe_failure
 from pushserver.restarts import RestartPolicy, describe_exit
 from pushserver.settings import ENV_PREFIX, ServerSettings
 
@@ -72,7 +72,9 @@ class Supervisor:
         self.settings = settings
         self.policy = policy or RestartPolicy()
         self.port = settings.port
-        self.redis_url = settings.redis_url or ""
+        self.redis = RedisAccess(
+            settings.redis_url or "", settings.redis_password, settings.redis_ca_file
+        )
         self._slots: list[_Slot] = []
         self._stopping = False
         self._forced = False
@@ -102,10 +104,14 @@ class Supervisor:
             raise StartupError(str(exc)) from exc
         self._slots = [_Slot(i, sock) for i, sock in enumerate(metrics)]
         if s.redis_url is None:
-            url, stop = await asyncio.to_thread(start_embedded_redis)
-            self.redis_url = url
-            self._cleanups.append(stop)
-        await _check_redis(self.redis_url)
+            # Started from this, the main, thread: the server dies with it (embedded_redis).
+            try:
+                embedded = await start_embedded_redis()
+            except EmbeddedRedisError as exc:
+                raise StartupError(f"the embedded Redis did not start: {exc}") from exc
+            self._cleanups.append(embedded.stop)
+            self.redis = embedded.access
+        await _check_redis(self.redis)
         results = await asyncio.gather(
             *(self._spawn(slot) for slot in self._slots), return_exceptions=True
         )
@@ -150,7 +156,8 @@ class Supervisor:
         slot.started_at = time.monotonic()
         reader, writer = await asyncio.open_connection(sock=ours)
         slot.control = writer
-        spec = {"settings": s.to_json(), "redis_url": self.redis_url}
+        # The control socket is private to the worker: the Redis password may travel on it.
+        spec = {"settings": s.to_json(), "redis": self.redis.to_dict()}
         writer.write(json.dumps(spec).encode() + b"\n")
         try:
             async with asyncio.timeout(_START_TIMEOUT_SECONDS):
@@ -179,7 +186,7 @@ class Supervisor:
             f"POST http://{host}:{self.port}/publish (bearer token)"
             if s.publish_token
             else "disabled (no publish token)",
-            redact_url(self.redis_url),
+            self.redis.redacted_url,
         )
         if s.ready_file:
             document = {
@@ -187,7 +194,7 @@ class Supervisor:
                 "port": self.port,
                 "metrics_ports": ports,
                 "workers": [slot.process.pid if slot.process else None for slot in self._slots],
-                "redis_url": redact_url(self.redis_url),
+                "redis_url": self.redis.redacted_url,
             }
             write_ready_file(s.ready_file, document)
 
@@ -301,13 +308,18 @@ def _worker_environment(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in environ.items() if not k.startswith(ENV_PREFIX)}
 
 
-async def _check_redis(url: str) -> None:
+async def _check_redis(access: RedisAccess) -> None:
+    """PING with the workers' own credentials and TLS: a wrong password fails here, once."""
     client = redis.asyncio.Redis.from_url(
-        url, socket_connect_timeout=_REDIS_TIMEOUT_SECONDS, socket_timeout=_REDIS_TIMEOUT_SECONDS
+        access.url,
+        socket_connect_timeout=_REDIS_TIMEOUT_SECONDS,
+        socket_timeout=_REDIS_TIMEOUT_SECONDS,
+        **access.client_options(),
     )
     try:
         await client.ping()
     except Exception as exc:
-        raise StartupError(f"Redis at {redact_url(url)} is unreachable: {exc}") from exc
+        # Not chained: redis-py's exception would bring its traceback and connection details.
+        raise StartupError(describe_failure(access, exc)) from None
     finally:
         await client.aclose()

@@ -29,11 +29,13 @@ from importlib.metadata import version
 import uvicorn
 import uvloop
 
-from pushkit.logs import configure_logging, redact_url
+from pushkit.logs import configure_logging
 from pushserver.exposition import ProcessCollector, WorkerIdentity, worker_registry
 from pushserver.fanout import PublishFailed, RoomFanout
+from pushserver.fanout_messages import max_message_bytes
 from pushserver.httpguard import HttpGuard, guarded_http
 from pushserver.push import PushServer
+from pushserver.redis_access import RedisAccess
 from pushserver.routes import client_port_app, worker_port_app
 from pushserver.settings import ServerSettings
 from pushserver.shedding import Shedder
@@ -55,11 +57,16 @@ class _Server(uvicorn.Server):
 
 
 class Worker:
-    def __init__(self, settings: ServerSettings, index: int, redis_url: str) -> None:
+    def __init__(self, settings: ServerSettings, index: int, redis: RedisAccess) -> None:
         self.settings = settings
         self.index = index
         self.stats = WorkerStats()
-        self.fanout = RoomFanout(redis_url, self.stats, f"pushscale:{settings.pod_name}:{index}")
+        self.fanout = RoomFanout(
+            redis,
+            self.stats,
+            f"pushscale:{settings.pod_name}:{index}",
+            max_message_bytes(settings.max_publish_bytes),
+        )
         self.sio = PushServer(settings, self.stats, self.fanout, index, refusal=self._refusal)
         self.shedder = Shedder(self.sio, self.stats, settings)
         self._drain_started = False
@@ -168,7 +175,8 @@ async def _serve(
     spec = json.loads(await reader.readline())
     settings = ServerSettings.from_json(spec["settings"])
     configure_logging(settings.log_level, f"{settings.pod_name}/worker-{index}")
-    worker = Worker(settings, index, spec["redis_url"])
+    redis = RedisAccess.from_dict(spec["redis"])
+    worker = Worker(settings, index, redis)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         loop.add_signal_handler(signum, worker.start_drain, signal.Signals(signum).name)
@@ -195,7 +203,7 @@ async def _serve(
     await asyncio.wait([running, started], return_when=asyncio.FIRST_COMPLETED)
     if running.done():
         return await failed(f"stopped while starting: {running.exception()}")
-    log.info("serving; redis %s", redact_url(spec["redis_url"]))
+    log.info("serving; redis %s", redis.redacted_url)
     report({"ready": True})
     await writer.drain()
     await running

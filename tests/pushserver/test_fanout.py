@@ -20,6 +20,7 @@ import uvicorn
 import websockets
 
 from pushserver.fanout import RoomFanout
+from pushserver.redis_access import RedisAccess
 from pushserver.stats import WorkerStats
 from tests.conftest import eventually, free_port_block, url_of
 
@@ -35,7 +36,7 @@ async def _pubsub_connections(url: str, name: str) -> int:
 
 async def test_a_client_connected_before_the_subscription_starts_no_second_listener(own_redis):
     url = url_of(own_redis)
-    fanout = RoomFanout(url, WorkerStats(), "pushscale:early:0")
+    fanout = RoomFanout(RedisAccess(url), WorkerStats(), "pushscale:early:0")
     sio = socketio.AsyncServer(async_mode="asgi", client_manager=fanout)
     sock = socket.create_server(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(socketio.ASGIApp(sio), log_level="warning"))
