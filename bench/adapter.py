@@ -47,7 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -173,14 +173,22 @@ def _endpoints_main(pipe: Connection, count: int, cpu: int) -> None:
 
 @contextlib.contextmanager
 def endpoints(count: int) -> Iterator[dict[str, int]]:
+    with spawned(_endpoints_main, (count,), "the endpoint process") as ready:
+        yield ready
+
+
+@contextlib.contextmanager
+def spawned(target: Callable[..., None], args: tuple[Any, ...], what: str) -> Iterator[Any]:
+    """Run `target(pipe, *args, ENDPOINT_CPU)` in a spawned process; yield its first message
+    (it sends one once it serves) and tell it to stop at the end."""
     ours, theirs = mp.get_context("spawn").Pipe()
     process = mp.get_context("spawn").Process(
-        target=_endpoints_main, args=(theirs, count, ENDPOINT_CPU), daemon=True
+        target=target, args=(theirs, *args, ENDPOINT_CPU), daemon=True
     )
     process.start()
     try:
         if not ours.poll(60):
-            raise SystemExit("the endpoint process did not start")
+            raise SystemExit(f"{what} did not start")
         yield ours.recv()
     finally:
         with contextlib.suppress(OSError):

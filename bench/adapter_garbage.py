@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import multiprocessing as mp
 import os
 import random
 import signal
@@ -60,6 +59,7 @@ from bench.adapter import (
     expected_values,
     own_metrics,
     percentile,
+    spawned,
     start_adapter,
     static_pods,
 )
@@ -124,22 +124,8 @@ def _garbage_main(pipe: Connection, kinds: list[str], cpu: int) -> None:
 @contextlib.contextmanager
 def garbage_endpoints(kinds: list[str]) -> Iterator[int]:
     """One process serving a pod's worth of garbage; yields the first port."""
-    ours, theirs = mp.get_context("spawn").Pipe()
-    process = mp.get_context("spawn").Process(
-        target=_garbage_main, args=(theirs, kinds, ENDPOINT_CPU), daemon=True
-    )
-    process.start()
-    try:
-        if not ours.poll(60):
-            raise SystemExit("the garbage process did not start")
-        yield ours.recv()["base"]
-    finally:
-        with contextlib.suppress(OSError):
-            ours.send("stop")
-        process.join(10)
-        if process.is_alive():
-            process.kill()
-            process.join()
+    with spawned(_garbage_main, (kinds,), "the garbage process") as ready:
+        yield ready["base"]
 
 
 def check(response: httpx.Response, expected: Mapping[str, float]) -> str | None:

@@ -26,6 +26,7 @@ import pytest
 import trustme
 import yaml
 
+from adapter.pods import Pod, Service
 from tests.conftest import spawn_until_ready
 
 
@@ -140,3 +141,23 @@ def adapter_factory(tmp_path: Path) -> Iterator[AdapterFactory]:
     for adapter in started:
         assert adapter.stop() == 0, adapter.log()
         assert "Traceback" not in adapter.log(), adapter.log()
+
+
+@dataclass(frozen=True)
+class SyncedPods:
+    """A pod source for an in-process `AppState`: synced from the start, with fixed pods."""
+
+    fixed: tuple[Pod, ...]
+    synced: bool = True
+
+    def pods(self) -> tuple[Pod, ...]:
+        return self.fixed
+
+    async def service(self, namespace: str, name: str) -> Service | None:
+        return None
+
+    async def run(self) -> None:
+        return None
+
+    async def wait_synced(self) -> None:
+        return None

@@ -8,7 +8,8 @@ from adapter.aggregate import WorkerReading
 from adapter.answers import Round
 from adapter.app import AppState, create_app
 from adapter.instruments import Instruments
-from adapter.pods import Pod, Service
+from adapter.pods import Pod
+from tests.adapter.conftest import SyncedPods
 
 NOW = 10_000.0
 POD = Pod("live", "push-a", {"app": "push"}, "10.0.0.1", 9100, 1)
@@ -25,24 +26,10 @@ class OneRound:
         return self.history
 
 
-class Synced:
-    synced = True
-
-    def pods(self) -> tuple[Pod, ...]:
-        return (POD,)
-
-    async def service(self, namespace: str, name: str) -> Service | None:
-        return None
-
-    async def run(self) -> None:
-        return None
-
-    async def wait_synced(self) -> None:
-        return None
-
-
 async def answer(age: float) -> httpx.Response:
-    state = AppState(OneRound(age), Synced(), Instruments(), None, 60.0, 2.0, clock=lambda: NOW)
+    state = AppState(
+        OneRound(age), SyncedPods((POD,)), Instruments(), None, 60.0, 2.0, clock=lambda: NOW
+    )
     transport = httpx.ASGITransport(app=create_app(state))
     async with httpx.AsyncClient(transport=transport, base_url="http://adapter") as client:
         return await client.get(

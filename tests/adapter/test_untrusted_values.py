@@ -24,8 +24,8 @@ from adapter.aggregate import REASONS, WorkerReading
 from adapter.answers import Round
 from adapter.app import AppState, create_app, logged_report
 from adapter.instruments import Instruments
-from adapter.pods import Pod, Service
-from tests.adapter.conftest import AdapterFactory, settles, static_pod
+from adapter.pods import Pod
+from tests.adapter.conftest import AdapterFactory, SyncedPods, settles, static_pod
 from tests.conftest import free_port_block
 
 PODS = "/apis/custom.metrics.k8s.io/v1beta2/namespaces/live/pods/*/socket_io_connected"
@@ -170,28 +170,12 @@ class Rounds:
         return self.history
 
 
-class Synced:
-    synced = True
-
-    def pods(self) -> tuple[Pod, ...]:
-        return (GOOD, BAD)
-
-    async def service(self, namespace: str, name: str) -> Service | None:
-        return None
-
-    async def run(self) -> None:
-        return None
-
-    async def wait_synced(self) -> None:
-        return None
-
-
 @pytest.fixture
 def in_process() -> Iterator[tuple[AppState, logging.Logger]]:
     logger = logging.getLogger("tests.adapter.internal")
     now = 10_000.0
     state = AppState(
-        Rounds(now), Synced(), Instruments(), None, 60.0, 2.0, clock=lambda: now,
+        Rounds(now), SyncedPods((GOOD, BAD)), Instruments(), None, 60.0, 2.0, clock=lambda: now,
         report=logged_report(logger),
     )  # fmt: skip
     yield state, logger
