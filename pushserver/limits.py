@@ -59,18 +59,23 @@ def read_host_limits(proc: Path = Path("/proc")) -> HostLimits:
 
 
 def limit_warnings(
-    limits: HostLimits, workers: int, max_connections: int, backlog: int
+    limits: HostLimits,
+    workers: int,
+    max_connections: int,
+    backlog: int,
+    http_connections: int = 0,
 ) -> list[str]:
-    """One sentence per limit that cannot carry `max_connections` per worker."""
+    """One sentence per limit that cannot carry `max_connections` per worker (plus up to
+    `http_connections` not yet upgraded, which hold a file each too)."""
     pod = workers * max_connections
     warnings = []
-    needed = max_connections + _SPARE_FILES
+    needed = max_connections + http_connections + _SPARE_FILES
     if limits.open_files_soft < needed:
         warnings.append(
             f"open-file limit {limits.open_files_soft} (hard {limits.open_files_hard}) is below "
-            f"the {needed} a worker needs for --max-connections {max_connections}: workers will "
-            "fail to accept sockets (EMFILE) before they refuse them cleanly; raise "
-            "`ulimit -n` or lower --max-connections"
+            f"the {needed} a worker needs for --max-connections {max_connections} and "
+            f"--max-http-connections {http_connections}: workers will fail to accept sockets "
+            "(EMFILE) before they refuse them cleanly; raise `ulimit -n` or lower those limits"
         )
     if limits.somaxconn is not None and limits.somaxconn < backlog:
         warnings.append(

@@ -125,7 +125,9 @@ class Supervisor:
         before, after = raise_open_file_limit()
         if after != before:
             log.info("raised the open-file limit from %d to %d", before, after)
-        for warning in limit_warnings(read_host_limits(), s.workers, s.max_connections, BACKLOG):
+        for warning in limit_warnings(
+            read_host_limits(), s.workers, s.max_connections, BACKLOG, s.max_http_connections
+        ):
             log.warning("connection limit: %s", warning)
 
     async def _spawn(self, slot: _Slot) -> None:

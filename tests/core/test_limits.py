@@ -40,6 +40,15 @@ def test_each_tight_limit_is_named(change, words):
     assert words in warning
 
 
+def test_connections_still_in_http_count_against_the_file_limit():
+    limits = HostLimits(**{**ROOMY.__dict__, "open_files_soft": 17_000})
+    assert limit_warnings(limits, workers=4, max_connections=15_000, backlog=4096) == []
+    [warning] = limit_warnings(
+        limits, workers=4, max_connections=15_000, backlog=4096, http_connections=4096
+    )
+    assert "below the 19160 a worker needs" in warning
+
+
 def test_unknown_limits_are_not_guessed():
     limits = HostLimits(1_048_576, 1_048_576, None, None, None)
     assert limit_warnings(limits, workers=4, max_connections=15_000, backlog=4096) == []
