@@ -40,6 +40,7 @@ class _Agent:
         loop = asyncio.get_running_loop()
         started: dict[int, float] = {}
         latencies: list[float] = []
+        last_connected = [0.0]
         failures: list[str] = []
         done = asyncio.Event()
         pending = [count]
@@ -52,6 +53,7 @@ class _Agent:
         def connected(client: SocketIOClient) -> None:
             latency = time.monotonic() - started[id(client)]
             latencies.append(latency)
+            last_connected[0] = time.monotonic()
             if latency > CONNECT_TIMEOUT_SECONDS:
                 failures.append(f"connected after {latency:.1f} s")
             finished()
@@ -82,6 +84,7 @@ class _Agent:
             if delay > 0:
                 await asyncio.sleep(delay)
             openers.append(asyncio.create_task(one()))
+        issued = time.monotonic() - begin
         await asyncio.gather(*openers)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS * 4):
@@ -95,6 +98,10 @@ class _Agent:
             "why": failures[:3],
             "seconds": time.monotonic() - begin,
             "p99_connect": latencies[int(0.99 * (len(latencies) - 1))] if latencies else 0.0,
+            # For callers that merge percentiles across agents or time the achieved rate.
+            "latencies": latencies,
+            "issued_seconds": issued,
+            "last_connected_seconds": max(0.0, last_connected[0] - begin),
         }
 
     async def close_all(self) -> dict[str, Any]:

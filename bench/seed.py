@@ -1,0 +1,263 @@
+"""The seed's targets for one pod of 4 workers, phase by phase; so far the `burst` phase.
+
+    .venv/bin/python -m bench.seed burst [--rate 4000] [--seconds 20] [--agents N]
+
+`burst` starts `pushscale server --workers 4` (embedded Redis), then has agent processes
+(bench/agents.py, each bound to its own 127.0.0.x) open `--rate` new connections per second for
+`--seconds`, each doing what the seed's viewers do: socket.io over websocket, then `joinByGameId`.
+Every connection is held until the end, so rate * seconds must fit in the pod's
+`--max-connections` (15000 per worker by default). It prints the connections attempted, errors,
+connect latency, the achieved rate, the CPU of the pod and of the load generator in cores, and
+`socket_io_connected` summed over the workers against the clients that think they are connected.
+
+Server and generator share this machine's CPUs: when the rate is missed, the CPU columns say
+which side ran out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+
+from bench.agents import MAX_PER_AGENT, Agents
+from bench.scrape import start_server
+from pushkit.progress import draw_bar, finish_bar
+
+WORKERS = 4
+MAX_CONNECTIONS_PER_WORKER = 15000  # the server's --max-connections default
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a live process; 0 once it is gone (its time is then lost, not zeroed)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # fields[0] is the state (field 3 of stat(5)), so utime (14) and stime (15) sit at 11 and 12.
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine_busy_seconds() -> float:
+    """CPU time every CPU spent on anything but idling and waiting for I/O, since boot."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / CLOCK_TICKS
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid`: the embedded Redis is the supervisor's child too."""
+    found: list[int] = []
+    stack = [pid]
+    while stack:
+        parent = stack.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                children = Path(f"/proc/{parent}/task/{tid}/children").read_text().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                found.append(child)
+                stack.append(child)
+    return found
+
+
+def connected_total(http: httpx.Client, ports: list[int]) -> int:
+    total = 0
+    for port in ports:
+        text = http.get(f"http://127.0.0.1:{port}/metrics").text
+        line = next(x for x in text.splitlines() if x.startswith("socket_io_connected "))
+        total += int(float(line.split()[1]))
+    return total
+
+
+def rejections(http: httpx.Client, ports: list[int]) -> dict[str, int]:
+    """The server's own account of refused connections, by reason, summed over the workers."""
+    reasons: dict[str, int] = {}
+    for port in ports:
+        for line in http.get(f"http://127.0.0.1:{port}/metrics").text.splitlines():
+            if line.startswith("pushscale_connections_rejected_total{"):
+                reason = line.split('reason="', 1)[1].split('"', 1)[0]
+                reasons[reason] = reasons.get(reason, 0) + int(float(line.split()[-1]))
+    return {reason: n for reason, n in reasons.items() if n}
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[int(q * (len(sorted_values) - 1))] if sorted_values else 0.0
+
+
+def _raise_exit(signum: int, frame: FrameType | None) -> None:
+    # A SIGTERM to the bench must still run the finally blocks that stop the server and agents.
+    raise SystemExit(128 + signum)
+
+
+def burst(args: argparse.Namespace) -> dict[str, Any]:
+    total = int(args.rate * args.seconds)
+    capacity = WORKERS * MAX_CONNECTIONS_PER_WORKER
+    if total > capacity * 0.9:
+        # Sockets spread over the workers only roughly evenly; above ~90% one worker refuses.
+        raise SystemExit(
+            f"{total} held connections do not fit in {WORKERS} workers of "
+            f"{MAX_CONNECTIONS_PER_WORKER}: lower --rate or --seconds"
+        )
+    agent_count = max(args.agents, math.ceil(total / MAX_PER_AGENT))
+    if agent_count > 200:
+        raise SystemExit("more than 200 agents: the source addresses 127.0.0.10+ would overflow")
+    base, extra = divmod(total, agent_count)
+    shares = [base + (1 if i < extra else 0) for i in range(agent_count)]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server, info = start_server(WORKERS, Path(tmp) / "ready.json")
+        agents: Agents | None = None
+        finished = False
+        try:
+            port = int(info["port"])  # type: ignore[call-overload]
+            ports: list[int] = info["metrics_ports"]  # type: ignore[assignment]
+            workers: list[int] = info["workers"]  # type: ignore[assignment]
+            agents = Agents(agent_count, args.agent_cpu)
+            agents.broadcast("alive")  # every agent has started its loop before the clock starts
+            pod = [server.pid, *descendants(server.pid)]
+            redis = [p for p in pod if p not in workers and p != server.pid]
+            generator = [os.getpid(), *(p.pid for p in agents.processes if p.pid is not None)]
+            server_before = sum(cpu_seconds(p) for p in [server.pid, *workers])
+            redis_before = sum(cpu_seconds(p) for p in redis)
+            generator_before = sum(cpu_seconds(p) for p in generator)
+            machine_before = machine_busy_seconds()
+            started = time.monotonic()
+            for index, share in enumerate(shares):
+                agents.pipes[index].send(("open", (port, share, args.rate * share / total, "seed")))
+            results: dict[int, dict[str, Any]] = {}
+            with httpx.Client() as http:
+                # The bar counts what the server counts, which is what the seed's dashboards saw.
+                while len(results) < agent_count:
+                    waiting = [agents.pipes[i] for i in range(agent_count) if i not in results]
+                    for ready in wait(waiting, timeout=0.5):
+                        assert isinstance(ready, Connection)
+                        results[agents.pipes.index(ready)] = ready.recv()
+                    draw_bar("burst", min(connected_total(http, ports), total), total)
+                wall = time.monotonic() - started
+                server_cpu = sum(cpu_seconds(p) for p in [server.pid, *workers]) - server_before
+                redis_cpu = sum(cpu_seconds(p) for p in redis) - redis_before
+                generator_cpu = sum(cpu_seconds(p) for p in generator) - generator_before
+                machine_cpu = machine_busy_seconds() - machine_before
+                time.sleep(1.0)  # let the last CONNECTs' gauge updates land
+                server_connected = connected_total(http, ports)
+                refused = rejections(http, ports)
+            finish_bar()
+            client_connected = sum(r["connected"] for r in agents.broadcast("alive"))
+            latencies = sorted(x for r in results.values() for x in r["latencies"])
+            opened = sum(r["opened"] for r in results.values())
+            last = max(r["last_connected_seconds"] for r in results.values())
+            agents.stop()
+            finished = True
+        finally:
+            if agents is not None and not finished:
+                # An agent busy in `open` would not read a "stop" until it is done.
+                for process in agents.processes:
+                    process.terminate()
+                for process in agents.processes:
+                    process.join(10)
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(60)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+    return {
+        "rate": args.rate,
+        "seconds": args.seconds,
+        "agents": agent_count,
+        "attempted": total,
+        "opened": opened,
+        "errors": sum(r["failures"] for r in results.values()),
+        "why": [w for r in results.values() for w in r["why"]][:3],
+        "p50_ms": percentile(latencies, 0.50) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "max_ms": (latencies[-1] if latencies else 0.0) * 1000,
+        "issue_rate": total / max(r["issued_seconds"] for r in results.values()),
+        "achieved_rate": opened / last if last else 0.0,
+        "wall": wall,
+        "server_cores": server_cpu / wall,
+        "redis_cores": redis_cpu / wall,
+        "generator_cores": generator_cpu / wall,
+        # Whatever else shares the machine (kernel softirq work not charged to us, other jobs).
+        "other_cores": (machine_cpu - server_cpu - redis_cpu - generator_cpu) / wall,
+        "server_connected": server_connected,
+        "refused": refused,
+        "client_connected": client_connected,
+    }
+
+
+def print_burst(r: dict[str, Any]) -> None:
+    print()
+    print(
+        f"burst: {r['rate']:g}/s for {r['seconds']:g} s, {WORKERS} workers, {r['agents']} agents,"
+        f" {os.cpu_count()} CPUs"
+    )
+    if r["why"]:
+        print(f"first errors: {r['why']}")
+    if r["refused"]:
+        print(f"refused by the server (pushscale_connections_rejected_total): {r['refused']}")
+    print()
+    rows = [
+        ("connections attempted", f"{r['attempted']}"),
+        ("connected", f"{r['opened']}"),
+        ("errors", f"{r['errors']}"),
+        ("connect p50 ms", f"{r['p50_ms']:.1f}"),
+        ("connect p99 ms", f"{r['p99_ms']:.1f}"),
+        ("connect max ms", f"{r['max_ms']:.1f}"),
+        ("target rate /s", f"{r['rate']:g}"),
+        ("attempts issued /s", f"{r['issue_rate']:.0f}"),
+        ("achieved rate /s (connected ÷ time to last connect)", f"{r['achieved_rate']:.0f}"),
+        ("phase wall s", f"{r['wall']:.1f}"),
+        ("server CPU, cores (supervisor + workers)", f"{r['server_cores']:.2f}"),
+        ("embedded Redis CPU, cores", f"{r['redis_cores']:.2f}"),
+        ("load generator CPU, cores (agents + this process)", f"{r['generator_cores']:.2f}"),
+        (
+            "rest of the machine, cores (other processes, uncharged kernel)",
+            f"{r['other_cores']:.2f}",
+        ),
+        ("socket_io_connected summed over workers", f"{r['server_connected']}"),
+        ("clients that think they are connected", f"{r['client_connected']}"),
+    ]
+    print("| figure | value |")
+    print("|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    phases = parser.add_subparsers(dest="phase", required=True)
+    p = phases.add_parser("burst", help="open --rate new connections per second for --seconds")
+    p.add_argument("--rate", type=float, default=4000, help="new connections per second")
+    p.add_argument("--seconds", type=float, default=20)
+    p.add_argument("--agents", type=int, default=2, help="at least this many agent processes")
+    p.add_argument(
+        "--agent-cpu", type=int, default=None, help="pin the agents to this CPU (default: none)"
+    )
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _raise_exit)
+    result = burst(args)
+    print_burst(result)
+    if result["errors"] or result["server_connected"] != result["opened"]:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
