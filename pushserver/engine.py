@@ -497,16 +497,7 @@ class EngineProtocol(asyncio.Protocol):
         content_type: str = "text/plain; charset=utf-8",
         retry_after: int | None = None,
     ) -> None:
-        phrases = {400: "Bad Request", 404: "Not Found", 431: "Request Header Fields Too Large",
-                   503: "Service Unavailable"}  # fmt: skip
-        payload = body.encode() + (b"" if content_type.startswith("application") else b"\n")
-        head = (
-            f"HTTP/1.1 {status} {phrases[status]}\r\ncontent-type: {content_type}\r\n"
-            f"content-length: {len(payload)}\r\nconnection: close\r\n"
-            + (f"retry-after: {retry_after}\r\n" if retry_after else "")
-            + "\r\n"
-        )
-        self._write(head.encode() + payload)
+        self._write(ws.http_error(status, body, content_type, retry_after))
         if self.transport is not None:
             self.transport.close()
 

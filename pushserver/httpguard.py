@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from pushserver import websocket as ws
 from pushserver.stats import WorkerStats
 
 
@@ -32,15 +33,8 @@ class HttpGuard:
     max_connections: int
 
 
-def _response(status: str, body: str) -> bytes:
-    return (
-        f"HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n{body}"
-    ).encode()
-
-
-_TIMEOUT = _response("408 Request Timeout", "request headers not received in time\n")
-_FULL = _response("503 Service Unavailable", "too many HTTP connections\n")
+_TIMEOUT = ws.http_error(408, "request headers not received in time")
+_FULL = ws.http_error(503, "too many HTTP connections")
 
 
 class _GuardedHttp(HttpToolsProtocol):

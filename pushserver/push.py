@@ -161,14 +161,12 @@ class PushServer(socketio.AsyncServer):  # type: ignore[misc]
         if sid is None:
             self.eio.reject(eio_sid, ws.POLICY_VIOLATION, "flood")
             return
-        self._stats.client_error("flood")
-        self.eio.complaints.info("flood", "disconnecting %s: packet flood", eio_sid)
         await self.tell(sid, "error", _error(pkt.event, "flood", "too many events; disconnected"))
         # A socket.io-level disconnect, after which the official client does not reconnect
         # (what a flooding client deserves); then the transport goes too, since a hostile
         # client would simply keep its engine.io connection open.
         await self.disconnect(sid, ignore_queue=True)
-        self.close_transport(eio_sid, "flood")
+        self.eio.reject(eio_sid, ws.GOING_AWAY, "flood")
 
     # -- connections ----------------------------------------------------------------------
 

@@ -1,9 +1,11 @@
 """RFC 6455 for the server side, as plain functions and a frame reader (pure: bytes in and out).
 
 `pushserver.engine` feeds a connection's bytes to `FrameReader.feed` and writes what `frame`
-returns. Only what a socket.io server needs: no extensions (per-message deflate costs ~40 KB of
-zlib state per connection for payloads of a few bytes), client frames must be masked, messages
-are capped at `max_size` bytes. A violation raises `ProtocolError` with the close code to send.
+returns; `http_error` is the HTTP answer to a connection refused before (or instead of) the
+upgrade, for the engine and `pushserver.httpguard`. Only what a socket.io server needs: no
+extensions (per-message deflate costs ~40 KB of zlib state per connection for payloads of a few
+bytes), client frames must be masked, messages are capped at `max_size` bytes. A violation
+raises `ProtocolError` with the close code to send.
 """
 
 from __future__ import annotations
@@ -22,6 +24,29 @@ TEXT, BINARY, CLOSE, PING, PONG, CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
 # Close codes (RFC 6455 §7.4.1).
 NORMAL, GOING_AWAY, PROTOCOL_ERROR, INVALID_DATA = 1000, 1001, 1002, 1007
 POLICY_VIOLATION, TOO_BIG, INTERNAL_ERROR, SERVICE_RESTART = 1008, 1009, 1011, 1012
+
+
+_PHRASES = {
+    400: "Bad Request", 404: "Not Found", 408: "Request Timeout",
+    431: "Request Header Fields Too Large", 503: "Service Unavailable",
+}  # fmt: skip
+
+
+def http_error(
+    status: int,
+    body: str,
+    content_type: str = "text/plain; charset=utf-8",
+    retry_after: int | None = None,
+) -> bytes:
+    """A complete HTTP/1.1 error response that closes the connection."""
+    payload = body.encode() + (b"" if content_type.startswith("application") else b"\n")
+    head = (
+        f"HTTP/1.1 {status} {_PHRASES[status]}\r\ncontent-type: {content_type}\r\n"
+        f"content-length: {len(payload)}\r\nconnection: close\r\n"
+        + (f"retry-after: {retry_after}\r\n" if retry_after else "")
+        + "\r\n"
+    )
+    return head.encode() + payload
 
 
 class ProtocolError(Exception):
