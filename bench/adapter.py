@@ -344,17 +344,22 @@ def say(text: str) -> None:
     sys.stderr.flush()
 
 
+def warmed_up(running: Adapter, client: httpx.Client) -> None:
+    """Wait until the adapter is ready, then for its first rounds to settle."""
+    deadline = time.monotonic() + 60
+    while client.get("/readyz").status_code != 200:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the adapter never got ready:\n{running.log_path.read_text()}")
+        time.sleep(0.1)
+    time.sleep(WARM_UP_SECONDS)
+
+
 def measure_adapter(
     running: Adapter, size: int, expected: Mapping[str, float], seconds: float, requests: int
 ) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     with running.client() as client:
-        deadline = time.monotonic() + 60
-        while client.get("/readyz").status_code != 200:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the adapter never got ready:\n{running.log_path.read_text()}")
-            time.sleep(0.1)
-        time.sleep(WARM_UP_SECONDS)
+        warmed_up(running, client)
 
         # 1. Quiet: nothing but the rounds, two reads of /metrics at the ends.
         before, cpu_before = own_metrics(client), cpu_seconds(running.process.pid)

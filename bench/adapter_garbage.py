@@ -50,7 +50,6 @@ from bench.adapter import (
     LABELS,
     NAMESPACE,
     OVERTIME,
-    WARM_UP_SECONDS,
     WORKERS_PER_POD,
     Adapter,
     bind_port_block,
@@ -62,6 +61,7 @@ from bench.adapter import (
     spawned,
     start_adapter,
     static_pods,
+    warmed_up,
 )
 from pushkit.progress import draw_bar, finish_bar
 
@@ -150,12 +150,7 @@ def measure(
     running: Adapter, kind: str, expected: Mapping[str, float], seconds: float, requests: int
 ) -> dict[str, Any]:
     with running.client() as client:
-        deadline = time.monotonic() + 60
-        while client.get("/readyz").status_code != 200:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the adapter never got ready:\n{running.log_path.read_text()}")
-            time.sleep(0.1)
-        time.sleep(WARM_UP_SECONDS)
+        warmed_up(running, client)
         before = left_out(own_metrics(client))
         durations: dict[int, float] = {}
         codes: set[str] = set()
