@@ -60,7 +60,7 @@ from aiohttp import web
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.compare import cpu_seconds
+from bench.procfs import cpu_seconds
 from pushkit.progress import draw_bar
 
 ADAPTER_CPU = 0
@@ -242,7 +242,10 @@ class Adapter:
 
 
 @contextlib.contextmanager
-def start_adapter(tmp: Path, pods_file: Path, name: str) -> Iterator[Adapter]:
+def start_adapter(
+    tmp: Path, pods_file: Path, name: str, cpu: int | None = ADAPTER_CPU
+) -> Iterator[Adapter]:
+    """The real adapter serving `pods_file`, pinned to `cpu` (None: wherever the kernel likes)."""
     ready, cert_dir = tmp / f"{name}-ready.json", tmp / f"{name}-certs"
     log_path = tmp / f"{name}.log"
     args = [
@@ -263,7 +266,8 @@ def start_adapter(tmp: Path, pods_file: Path, name: str) -> Iterator[Adapter]:
         )
     running = Adapter(process, 0, cert_dir, log_path)
     try:
-        os.sched_setaffinity(process.pid, {ADAPTER_CPU})
+        if cpu is not None:
+            os.sched_setaffinity(process.pid, {cpu})
         deadline = time.monotonic() + 60
         while not ready.exists():
             if process.poll() is not None or time.monotonic() > deadline:

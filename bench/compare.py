@@ -42,6 +42,7 @@ from pathlib import Path
 import httpx
 
 from bench.agents import Agents
+from bench.procfs import cpu_seconds
 from pushkit.progress import draw_bar
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,11 +156,6 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise SystemExit(f"process {pid} is gone")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def publish(server: Server, game: str, sent_at: float) -> None:

@@ -17,6 +17,7 @@ which side ran out.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import signal
@@ -32,49 +33,15 @@ from typing import Any
 import httpx
 
 from bench.agents import MAX_PER_AGENT, Agents
+from bench.cluster import ClusterError, enter_private_network
+from bench.procfs import cpu_seconds, descendants, machine_busy_seconds
 from bench.scrape import start_server
+from bench.seed_hold import HoldResult, hold
+from bench.seed_plot import draw
 from pushkit.progress import draw_bar, finish_bar
 
 WORKERS = 4
 MAX_CONNECTIONS_PER_WORKER = 15000  # the server's --max-connections default
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a live process; 0 once it is gone (its time is then lost, not zeroed)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    # fields[0] is the state (field 3 of stat(5)), so utime (14) and stime (15) sit at 11 and 12.
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def machine_busy_seconds() -> float:
-    """CPU time every CPU spent on anything but idling and waiting for I/O, since boot."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields) - fields[3] - fields[4]) / CLOCK_TICKS
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live process below `pid`: the embedded Redis is the supervisor's child too."""
-    found: list[int] = []
-    stack = [pid]
-    while stack:
-        parent = stack.pop()
-        try:
-            tasks = os.listdir(f"/proc/{parent}/task")
-        except OSError:
-            continue
-        for tid in tasks:
-            try:
-                children = Path(f"/proc/{parent}/task/{tid}/children").read_text().split()
-            except OSError:
-                continue
-            for child in map(int, children):
-                found.append(child)
-                stack.append(child)
-    return found
 
 
 def connected_total(http: httpx.Client, ports: list[int]) -> int:
@@ -241,6 +208,97 @@ def print_burst(r: dict[str, Any]) -> None:
         print(f"| {name} | {value} |")
 
 
+SEED = {
+    "ramp": "500/s sustained while autoscaling 1 -> 4 pods",
+    "held": "160,000 (4 pods x 4 workers x 10k)",
+    "errors": "none reported",
+    "exact": "not measured (one random worker's value, a quarter of the pod)",
+    "memory": "not reported",
+    "idle": "under 1.5 of 4 cores per pod while autoscaling",
+    "killed": "40,000 (one of 4 pods)",
+    "lost": "none lost",
+    "unreported": "not reported",
+}
+
+
+def print_hold(r: HoldResult) -> None:
+    f = r.figures
+    kb = "{:.1f} KB".format
+
+    def per_connection(key: str) -> str:
+        value = f.get(key)
+        return "-" if value is None else kb(value / 1024)
+
+    rows = [
+        ("connections held (4 workers a pod)", f"{f.get('held', 0):,}", SEED["held"]),
+        ("ramp: rate reached /s", f"{f['rampRate']:.0f} (asked {r.rate:g})", SEED["ramp"]),
+        ("ramp: failed attempts", f"{f['rampFailures']}", SEED["errors"]),
+        ("ramp: connect p50 / p99 (bucket bound)",
+         f"<= {f['rampConnectP50Ms']:.0f} / {f['rampConnectP99Ms']:.0f} ms", SEED["unreported"]),
+        ("ramp: CPU cores pods / generator / machine",
+         f"{f['rampPodCores']:.2f} / {f['rampGeneratorCores']:.2f} / {f['rampMachineCores']:.2f}",
+         SEED["unreported"]),
+        ("|served - truth| per pod, quiet moments (max)",
+         f"{f['holdQuietWorstDiff']} over {f['holdQuietSamples']} s", SEED["exact"]),
+        ("|served - truth| per pod while ramping (max)", f"{f['rampWorstDiff']}", SEED["exact"]),
+        ("memory per connection: pods (PSS)", per_connection("podsBytesPerConnection"),
+         SEED["memory"]),
+        ("memory per connection: clients (PSS)", per_connection("generatorBytesPerConnection"),
+         SEED["memory"]),
+        ("memory per connection: kernel slab, both ends",
+         per_connection("kernelBytesPerConnection"), SEED["memory"]),
+        ("idle CPU cores: all pods / generator / adapter",
+         f"{f['idlePodCores']:.2f} / {f['idleGeneratorCores']:.2f} / {f['idleAdapterCores']:.2f}",
+         SEED["idle"]),
+    ]  # fmt: skip
+    if "drops" in f:
+        back = f["secondsUntilAllBack"]
+        dropped_by = f["secondsUntilServiceDroppedPod"]
+        rows += [
+            ("kill: sockets on the killed pod", f"{f['killedHeld']:,}", SEED["killed"]),
+            ("kill: transports closed (clients saw)", f"{f['drops']:,}", SEED["killed"]),
+            ("kill: reconnect_failed", f"{f['reconnectFailed']}", SEED["lost"]),
+            ("kill: failed attempts (retried)", f"{f['failedAttempts']}", SEED["unreported"]),
+            ("kill: seconds until all connected again",
+             "not within the deadline" if back is None else f"{back:.1f}", SEED["unreported"]),
+            ("kill: peak reconnects /s the survivors took", f"{f['peakReconnectsPerSecond']}",
+             SEED["unreported"]),
+            ("kill: seconds until the Service dropped the pod",
+             "-" if dropped_by is None else f"{dropped_by:.1f}", "-"),
+            ("kill: |served - truth| survivors, quiet (max)",
+             f"{f['afterKillQuietWorstDiff']} over {f['afterKillQuietSamples']} s",
+             SEED["unreported"]),
+            ("kill: killed pod left out of the API", "no" if f["killedPodServed"] else "yes", "-"),
+        ]  # fmt: skip
+    print()
+    print(
+        f"hold: {r.pods} pods x {r.workers} workers x {r.per_worker:,} = {r.total:,} sockets, "
+        f"{r.agents} agents, {os.cpu_count()} CPUs"
+    )
+    print()
+    print("| figure | pushscale, this machine | the seed |")
+    print("|---|---|---|")
+    for name, value, seed in rows:
+        print(f"| {name} | {value} | {seed} |")
+
+
+def hold_failed(r: HoldResult) -> list[str]:
+    """What a user would call a failure of this run, in words."""
+    f, why = r.figures, []
+    if f.get("held") != r.total:
+        why.append(f"held {f.get('held')} of {r.total}")
+    if f.get("holdQuietWorstDiff") != 0:
+        why.append(f"served != truth at quiet moments (worst {f.get('holdQuietWorstDiff')})")
+    if "drops" in f:
+        if f["reconnectFailed"]:
+            why.append(f"{f['reconnectFailed']} clients gave up (reconnect_failed)")
+        if f["secondsUntilAllBack"] is None:
+            why.append("not every client came back")
+        if f["afterKillQuietWorstDiff"] != 0 or f["killedPodServed"]:
+            why.append("the adapter was not exact after the kill")
+    return why
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     phases = parser.add_subparsers(dest="phase", required=True)
@@ -251,11 +309,41 @@ def main() -> None:
     p.add_argument(
         "--agent-cpu", type=int, default=None, help="pin the agents to this CPU (default: none)"
     )
+    h = phases.add_parser("hold", help="ramp pods to --per-worker sockets a worker, then kill one")
+    h.add_argument("--pods", type=int, default=4)
+    h.add_argument("--workers", type=int, default=4, help="workers a pod")
+    h.add_argument("--per-worker", type=int, default=10000, help="sockets a worker")
+    h.add_argument("--rate", type=float, default=1000, help="new connections a second")
+    h.add_argument("--idle-seconds", type=float, default=30, help="idle CPU window")
+    h.add_argument("--no-kill", action="store_true", help="skip the pod kill")
+    h.add_argument("--out", type=Path, default=Path(".run/seed"), help="JSON, PNG and logs")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _raise_exit)
-    result = burst(args)
-    print_burst(result)
-    if result["errors"] or result["server_connected"] != result["opened"]:
+    if args.phase == "burst":
+        result = burst(args)
+        print_burst(result)
+        if result["errors"] or result["server_connected"] != result["opened"]:
+            sys.exit(1)
+        return
+    try:
+        enter_private_network()
+    except ClusterError as exc:
+        raise SystemExit(f"bench.seed {args.phase}: {exc}") from exc
+    held = hold(
+        args.pods, args.workers, args.per_worker, args.rate, args.idle_seconds,
+        not args.no_kill, args.out / "logs",
+    )  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "hold.json").write_text(json.dumps(held.to_json(), indent=1))
+    title = (
+        f"bench.seed hold: {held.pods} pods x {held.workers} workers x {held.per_worker:,}"
+        f"{'' if args.no_kill else ', then pod seed-0 SIGKILLed'}"
+    )
+    draw(held.samples, held.pods, title, args.out / "hold.png")
+    print_hold(held)
+    print(f"\nJSON {args.out / 'hold.json'}, timeline {args.out / 'hold.png'}")
+    if why := hold_failed(held):
+        print("FAILED: " + "; ".join(why))
         sys.exit(1)
 
 

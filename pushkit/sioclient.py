@@ -48,6 +48,7 @@ class SocketIOClient(asyncio.Protocol):
     `on_connected(client)` fires once socket.io's CONNECT is acknowledged (when the server
     counts the socket); `on_closed(client, reason, was_connected)` fires exactly once;
     `on_event(packet, time.time())`, if given, for every socket.io EVENT packet received.
+    `timeout` is socket.io-client's option of that name: how long the handshake may take.
     """
 
     def __init__(
@@ -58,6 +59,7 @@ class SocketIOClient(asyncio.Protocol):
         on_connected: Callable[[SocketIOClient], None],
         on_closed: Callable[[SocketIOClient, str, bool], None],
         on_event: Callable[[bytes, float], None] | None = None,
+        timeout: float = CONNECT_TIMEOUT_SECONDS,
     ) -> None:
         self.host = host
         self.port = port
@@ -65,6 +67,8 @@ class SocketIOClient(asyncio.Protocol):
         self._on_connected = on_connected
         self._on_closed = on_closed
         self._on_event = on_event
+        # The handshake deadline counts from now, the TCP connect included, as the client's does.
+        self._deadline = time.monotonic() + timeout
         self._transport: asyncio.Transport | None = None
         self._buffer = b""
         self._upgraded = False
@@ -88,7 +92,7 @@ class SocketIOClient(asyncio.Protocol):
             ).encode()
         )
         self._timeout = asyncio.get_running_loop().call_later(
-            CONNECT_TIMEOUT_SECONDS, self.fail, "connect timeout"
+            max(0.0, self._deadline - time.monotonic()), self.fail, "connect timeout"
         )
 
     def data_received(self, data: bytes) -> None:

@@ -7,8 +7,12 @@ pushscale.loadgen` and takes one JSON command per line on stdin (`target`, `chur
 the Service's load balancing does in a cluster), at most `--rate` new viewers a second. A viewer
 whose transport closes (a shed, a drain) reconnects as socket.io-client does, after
 `adapter.simulator.backoff`'s delays with the given options (the seed's: 10 s, at most 20 s,
-randomization 1), to a port picked again. Stdin closing — the demo ended, however — closes every
-viewer and ends the agent, so an agent never outlives the demo.
+randomization 1), to a port picked again; one that fails `reconnectionAttempts` times in a row
+gives up (socket.io-client's `reconnect_failed`) and a new viewer takes its place. Like
+socket.io-client's `timeout` option, a handshake not done in `--timeout` seconds (the TCP connect
+included) is a failed attempt. Stdin closing — the demo ended, however — closes every viewer and
+ends the agent, so an agent never outlives the demo. `bench.seed` drives the same agents, each
+from its own source address (`--source`), to hold the seed's 160k connections.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import random
 import signal
 import sys
@@ -36,6 +41,35 @@ from pushserver.limits import raise_open_file_limit
 GAMES = 8
 _PACE_SECONDS = 0.02
 _ANSWER_TIMEOUT_SECONDS = 10.0
+# The seed's socket.io-client `timeout` (5000 ms).
+SEED_TIMEOUT_SECONDS = 5.0
+# Connect latencies are counted in buckets ten to a decade, from 1 ms (bucket 0: under 1 ms) to
+# 100 s, so agents' histograms add up and any percentile is known to within 26%.
+LATENCY_BUCKETS = 51
+
+
+def latency_bucket(seconds: float) -> int:
+    if seconds < 0.001:
+        return 0
+    return min(LATENCY_BUCKETS - 1, 1 + int(10 * math.log10(seconds * 1000)))
+
+
+def bucket_upper_seconds(bucket: int) -> float:
+    """The latency every connect counted in `bucket` is below."""
+    return 10 ** (bucket / 10) / 1000
+
+
+def latency_percentile(buckets: Sequence[int], q: float) -> float:
+    """An upper bound of the q-quantile of the latencies counted in `buckets`."""
+    total = sum(buckets)
+    if total == 0:
+        return 0.0
+    rank, seen = q * total, 0
+    for bucket, count in enumerate(buckets):
+        seen += count
+        if seen >= rank:
+            return bucket_upper_seconds(bucket)
+    return bucket_upper_seconds(len(buckets) - 1)
 
 
 @dataclass(eq=False)
@@ -44,6 +78,7 @@ class _Viewer:
     client: SocketIOClient | None = None
     attempt: int = 0  # reconnect attempts since the last success (socket.io's backoff.attempts)
     retry: asyncio.TimerHandle | None = None
+    started: float = 0.0  # when the current attempt began
     seen_connected: bool = False
     left: bool = False
 
@@ -54,6 +89,8 @@ class _Agent:
     ports: tuple[int, ...]
     options: ClientOptions
     rate: float
+    source: str | None = None
+    timeout: float = SEED_TIMEOUT_SECONDS
     rng: random.Random = field(default_factory=random.Random)
     target: int = 0
     frozen: bool = False
@@ -63,7 +100,10 @@ class _Agent:
     connects: int = 0
     reconnects: int = 0
     failures: int = 0
+    drops: int = 0
     dropped: int = 0
+    reconnect_failed: int = 0
+    latencies: list[int] = field(default_factory=lambda: [0] * LATENCY_BUCKETS)
     last_error: str | None = None
     _opening: set[asyncio.Future[Any]] = field(default_factory=set)
 
@@ -89,27 +129,36 @@ class _Agent:
             return
         port = self.rng.choice(self.ports)
         game = str(viewer.number % GAMES)
+        loop = asyncio.get_running_loop()
+        viewer.started = loop.time()
         client = SocketIOClient(
             self.host, port, game,
             lambda c: self._on_connected(viewer, c),
             lambda c, reason, was: self._on_closed(viewer, c, reason, was),
+            timeout=self.timeout,
         )  # fmt: skip
         viewer.client = client
+        local = None if self.source is None else (self.source, 0)
         opening = asyncio.ensure_future(
-            asyncio.get_running_loop().create_connection(lambda: client, self.host, port)
+            asyncio.wait_for(
+                loop.create_connection(lambda: client, self.host, port, local_addr=local),
+                self.timeout,
+            )
         )
         self._opening.add(opening)
 
         def opened(task: asyncio.Future[Any]) -> None:
             self._opening.discard(task)
             if not task.cancelled() and (exc := task.exception()) is not None:
-                client.fail(f"connect: {getattr(exc, 'strerror', None) or exc}")
+                why = "timeout" if isinstance(exc, TimeoutError) else exc
+                client.fail(f"connect: {getattr(exc, 'strerror', None) or why}")
 
         opening.add_done_callback(opened)
 
     def _on_connected(self, viewer: _Viewer, client: SocketIOClient) -> None:
         self.connected[client.port] += 1
         self.connects += 1
+        self.latencies[latency_bucket(asyncio.get_running_loop().time() - viewer.started)] += 1
         if viewer.seen_connected:
             self.reconnects += 1
         viewer.seen_connected = True
@@ -118,6 +167,7 @@ class _Agent:
     def _on_closed(self, viewer: _Viewer, client: SocketIOClient, reason: str, was: bool) -> None:
         if was:
             self.connected[client.port] -= 1
+            self.drops += 1
         if viewer.client is client:
             viewer.client = None
         if viewer.left:
@@ -131,6 +181,11 @@ class _Agent:
             self.failures += 1
             self.last_error = reason
         if self.frozen:
+            return
+        if viewer.attempt >= self.options.reconnection_attempts:
+            # socket.io-client's `reconnect_failed`: this user is lost; a new one takes the place.
+            self.reconnect_failed += 1
+            self.viewers.pop(viewer.number, None)
             return
         delay = duration_ms(self.options, viewer.attempt, self.rng.random()) / 1000
         viewer.attempt += 1
@@ -184,7 +239,10 @@ class _Agent:
             "connects": self.connects,
             "reconnects": self.reconnects,
             "failures": self.failures,
+            "drops": self.drops,
             "dropped": self.dropped,
+            "reconnectFailed": self.reconnect_failed,
+            "latencies": self.latencies,
             "lastError": self.last_error,
         }
 
@@ -228,6 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reconnect-delay-ms", type=float, default=10_000)
     parser.add_argument("--reconnect-delay-max-ms", type=float, default=20_000)
     parser.add_argument("--randomization-factor", type=float, default=1.0)
+    parser.add_argument("--reconnection-attempts", type=int, default=10)
+    parser.add_argument("--timeout", type=float, default=SEED_TIMEOUT_SECONDS, help="seconds")
+    parser.add_argument("--source", help="source address of every connection (default: any)")
     args = parser.parse_args(argv)
     # The demo owns Ctrl-C; this process ends when told to, or when its stdin closes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -236,9 +297,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         reconnection_delay_ms=args.reconnect_delay_ms,
         reconnection_delay_max_ms=args.reconnect_delay_max_ms,
         randomization_factor=args.randomization_factor,
+        reconnection_attempts=args.reconnection_attempts,
     )
     ports = tuple(int(port) for port in args.ports.split(","))
-    uvloop.run(_serve(_Agent(args.host, ports, options, args.rate)))
+    agent = _Agent(args.host, ports, options, args.rate, args.source, args.timeout)
+    uvloop.run(_serve(agent))
     return 0
 
 
@@ -254,7 +317,10 @@ class LoadStatus:
     connects: int = 0
     reconnects: int = 0
     failures: int = 0
+    drops: int = 0
     dropped: int = 0
+    reconnect_failed: int = 0
+    latencies: tuple[int, ...] = (0,) * LATENCY_BUCKETS
     last_error: str | None = None
 
     @classmethod
@@ -268,9 +334,14 @@ class LoadStatus:
             for name, key in (("viewers", "viewers"), ("target", "target"),
                               ("connecting", "connecting"), ("waiting", "waiting"),
                               ("connects", "connects"), ("reconnects", "reconnects"),
-                              ("failures", "failures"), ("dropped", "dropped"))
+                              ("failures", "failures"), ("drops", "drops"),
+                              ("dropped", "dropped"), ("reconnect_failed", "reconnectFailed"))
         }  # fmt: skip
-        return cls(dict(connected), last_error=errors[-1] if errors else None, **sums)
+        latencies = tuple(map(sum, zip(*(a["latencies"] for a in answers), strict=True)))
+        return cls(
+            dict(connected), latencies=latencies or (0,) * LATENCY_BUCKETS,
+            last_error=errors[-1] if errors else None, **sums,
+        )  # fmt: skip
 
 
 class LoadGenerator:
@@ -283,18 +354,23 @@ class LoadGenerator:
     @classmethod
     async def spawn(
         cls, count: int, ports: Sequence[int], rate: float, options: ClientOptions,
-        log_dir: Path, env: dict[str, str],
+        log_dir: Path, env: dict[str, str], host: str = "127.0.0.1",
+        sources: Sequence[str] = (),
     ) -> LoadGenerator:  # fmt: skip
+        """`count` agents sharing `rate`; agent i connects from `sources[i]` if given."""
         processes = []
         for i in range(count):
+            source = ["--source", sources[i]] if sources else []
             with (log_dir / f"loadgen-{i}.log").open("wb") as log:
                 processes.append(
                     await asyncio.create_subprocess_exec(
-                        sys.executable, "-m", "pushscale.loadgen",
+                        sys.executable, "-m", "pushscale.loadgen", "--host", host,
                         "--ports", ",".join(map(str, ports)), "--rate", str(rate / count),
                         "--reconnect-delay-ms", str(options.reconnection_delay_ms),
                         "--reconnect-delay-max-ms", str(options.reconnection_delay_max_ms),
                         "--randomization-factor", str(options.randomization_factor),
+                        "--reconnection-attempts", str(options.reconnection_attempts),
+                        *source,
                         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                         stderr=log, env=env, start_new_session=True,
                     )
