@@ -7,6 +7,8 @@
 - `broadcast` publishes to Redis *before* delivering locally and raises `PublishFailed` when
   Redis did not take the message (the library logs and carries on), so a publisher learns that
   nobody got it and can retry without sending duplicates to this worker's clients;
+- rooms are indexed per socket (`pushserver.roomindex`), so a socket leaving costs O(its
+  rooms) instead of a scan of every room;
 - local delivery encodes the packet once, queues it on each recipient directly instead of
   starting a task per recipient, and counts `events_sent` once per emit;
 - the listener has a connection of its own, records whether Redis has confirmed its subscription
@@ -44,6 +46,7 @@ from pushserver.fanout_messages import (
     parse_message,
 )
 from pushserver.redis_access import RedisAccess, describe_failure
+from pushserver.roomindex import IndexedRooms
 from pushserver.stats import WorkerStats
 
 log = logging.getLogger(__name__)
@@ -59,7 +62,7 @@ class PublishFailed(RuntimeError):
     """Redis did not take a published message; no client received it."""
 
 
-class RoomFanout(socketio.AsyncRedisManager):  # type: ignore[misc]
+class RoomFanout(IndexedRooms, socketio.AsyncRedisManager):  # type: ignore[misc]
     # Set by the library; declared for the type checker.
     connected: bool
     redis: Any

@@ -74,9 +74,6 @@ class PushServer(socketio.AsyncServer):  # type: ignore[misc]
         self._stats = stats
         self._worker = f"{settings.pod_name}/{worker}"
         self._clock = clock
-        # Game rooms each socket.io sid is in, for `--max-rooms-per-socket` (asking the manager
-        # would cost O(rooms) per join).
-        self._rooms_joined: dict[str, int] = {}
         # Connected engine.io sessions, oldest first (dicts keep insertion order), so shedding
         # can pick the newest sockets as the seed did.
         self._arrivals: dict[str, None] = {}
@@ -182,7 +179,6 @@ class PushServer(socketio.AsyncServer):  # type: ignore[misc]
         self._stats.disconnect_total += 1
         self._stats.disconnects_by_reason[reason.replace(" ", "_")] += 1
         self._arrivals.pop(self.manager.eio_sid_from_sid(sid, "/"), None)
-        self._rooms_joined.pop(sid, None)
 
     def newest(self, count: int) -> list[str]:
         """The engine.io ids of the `count` most recently connected clients, newest first."""
@@ -230,17 +226,15 @@ class PushServer(socketio.AsyncServer):  # type: ignore[misc]
     async def _join(self, sid: str, room: str) -> None:
         if self._is_in(sid, room):
             return
-        joined = self._rooms_joined.get(sid, 0)
+        games = len(self.manager.get_rooms(sid, "/")) - 1  # all but its own sid room
         cap = self._settings.max_rooms_per_socket
-        if joined >= cap:
+        if games >= cap:
             raise PayloadError("too_many_rooms", f"a socket may be in at most {cap} games")
         await self.enter_room(sid, room)
-        self._rooms_joined[sid] = joined + 1
 
     async def _leave(self, sid: str, room: str) -> None:
         if self._is_in(sid, room):
             await self.leave_room(sid, room)
-            self._rooms_joined[sid] -= 1
 
     async def _on_visibility_change(self, sid: str, payload: Any = None) -> None:
         # Counted on arrival; the server has nothing to do with it.
