@@ -122,16 +122,18 @@ class Pod:
         self.process.wait()
 
     def stop(self) -> None:
+        """SIGTERM (the pod drains), then after a minute SIGKILL whatever is left of it."""
         if self.process.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
+            os.kill(self.process.pid, signal.SIGTERM)
         try:
             self.process.wait(60)
         except subprocess.TimeoutExpired:
+            self.kill()
+        for pid in self.worker_pids:  # a worker the supervisor lost track of
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+                os.kill(pid, signal.SIGKILL)
 
 
 def start_pods(
@@ -256,13 +258,33 @@ class Endpoints:
 
 def established(pods: Sequence[Pod]) -> dict[int, int]:
     """Per pod, the kernel's count of ESTABLISHED connections from the load generator on its
-    client port (not the endpoints controller's probes)."""
-    counts = {}
-    for pod in pods:
-        query = f"ss -Htn state established src {pod.ip}:{CLIENT_PORT} dst {SOURCES}"
-        out = subprocess.run(query.split(), capture_output=True, check=True).stdout
-        counts[pod.index] = out.count(b"\n")
-    return counts
+    client port (not the endpoints controller's probes). One `ss` for all pods: each listing
+    walks every socket of the namespace."""
+    query = f"ss -Htn state established sport = :{CLIENT_PORT} dst {SOURCES}"
+    out = subprocess.run(query.split(), capture_output=True, check=True).stdout
+    by_address: dict[bytes, int] = {}
+    for line in out.splitlines():
+        # Recv-Q, Send-Q, local address:port, peer address:port (one state: no State column).
+        local = line.split(None, 3)[2]
+        by_address[local] = by_address.get(local, 0) + 1
+    return {pod.index: by_address.get(f"{pod.ip}:{CLIENT_PORT}".encode(), 0) for pod in pods}
+
+
+def server_counters(pods: Sequence[Pod], names: Sequence[str]) -> dict[str, dict[str, int]]:
+    """The live pods' own counters `names`, summed over workers, by their `reason` label."""
+    found: dict[str, dict[str, int]] = {name: {} for name in names}
+    with httpx.Client(timeout=10) as http:
+        for pod in pods:
+            if pod.killed_at is not None:
+                continue
+            for worker in range(pod.workers):
+                for line in http.get(pod.metrics_url(worker)).text.splitlines():
+                    name, _, rest = line.partition("{")
+                    if name in found and 'reason="' in rest:
+                        reason = rest.split('reason="', 1)[1].split('"', 1)[0]
+                        value = int(float(line.rsplit(None, 1)[1]))
+                        found[name][reason] = found[name].get(reason, 0) + value
+    return {name: {r: n for r, n in reasons.items() if n} for name, reasons in found.items()}
 
 
 def kernel_slab_bytes() -> int:

@@ -8,14 +8,22 @@ from pathlib import Path
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a live process; 0 once it is gone (its time is then lost, not zeroed)."""
+def cpu_seconds(pid: int, reaped_children: bool = False) -> float:
+    """utime + stime of a live process; 0 once it is gone (its time is then lost, not zeroed).
+
+    With `reaped_children`, plus the time of the children it has waited for (short-lived
+    helpers like `ss`), which the kernel adds to the parent only once they are reaped.
+    """
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    # fields[0] is the state (field 3 of stat(5)), so utime (14) and stime (15) sit at 11 and 12.
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    # fields[0] is the state (field 3 of stat(5)), so utime (14) and stime (15) sit at 11 and
+    # 12, cutime (16) and cstime (17) at 13 and 14.
+    used = int(fields[11]) + int(fields[12])
+    if reaped_children:
+        used += int(fields[13]) + int(fields[14])
+    return used / CLOCK_TICKS
 
 
 def machine_busy_seconds() -> float:

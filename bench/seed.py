@@ -235,9 +235,9 @@ def print_hold(r: HoldResult) -> None:
         ("ramp: failed attempts", f"{f['rampFailures']}", SEED["errors"]),
         ("ramp: connect p50 / p99 (bucket bound)",
          f"<= {f['rampConnectP50Ms']:.0f} / {f['rampConnectP99Ms']:.0f} ms", SEED["unreported"]),
-        ("ramp: CPU cores pods / generator / machine",
-         f"{f['rampPodCores']:.2f} / {f['rampGeneratorCores']:.2f} / {f['rampMachineCores']:.2f}",
-         SEED["unreported"]),
+        ("ramp: CPU cores pods / generator / sampling / machine",
+         f"{f['rampPodCores']:.2f} / {f['rampGeneratorCores']:.2f} / {f['rampBenchCores']:.2f}"
+         f" / {f['rampMachineCores']:.2f}", SEED["unreported"]),
         ("|served - truth| per pod, quiet moments (max)",
          f"{f['holdQuietWorstDiff']} over {f['holdQuietSamples']} s", SEED["exact"]),
         ("|served - truth| per pod while ramping (max)", f"{f['rampWorstDiff']}", SEED["exact"]),
@@ -247,9 +247,9 @@ def print_hold(r: HoldResult) -> None:
          SEED["memory"]),
         ("memory per connection: kernel slab, both ends",
          per_connection("kernelBytesPerConnection"), SEED["memory"]),
-        ("idle CPU cores: all pods / generator / adapter",
-         f"{f['idlePodCores']:.2f} / {f['idleGeneratorCores']:.2f} / {f['idleAdapterCores']:.2f}",
-         SEED["idle"]),
+        ("idle CPU cores: all pods / generator / sampling / adapter",
+         f"{f['idlePodCores']:.2f} / {f['idleGeneratorCores']:.2f} / {f['idleBenchCores']:.2f}"
+         f" / {f['idleAdapterCores']:.2f}", SEED["idle"]),
     ]  # fmt: skip
     if "drops" in f:
         back = f["secondsUntilAllBack"]
@@ -270,11 +270,20 @@ def print_hold(r: HoldResult) -> None:
              SEED["unreported"]),
             ("kill: killed pod left out of the API", "no" if f["killedPodServed"] else "yes", "-"),
         ]  # fmt: skip
+    ended, served = f.get("gameEndSeconds"), f.get("gameEndServedSeconds")
+    rows += [
+        ("game end: every client leaves at once; seconds until the pods hold none",
+         "not within 120 s" if ended is None else f"{ended:.1f}", SEED["unreported"]),
+        ("game end: seconds until the adapter serves 0 for every pod",
+         "not within 120 s" if served is None else f"{served:.1f}", "-"),
+    ]  # fmt: skip
     print()
     print(
         f"hold: {r.pods} pods x {r.workers} workers x {r.per_worker:,} = {r.total:,} sockets, "
         f"{r.agents} agents, {os.cpu_count()} CPUs"
     )
+    if counted := {k: v for k, v in f.get("survivorsCounted", {}).items() if v}:
+        print(f"the survivors' own counters after the kill: {counted}")
     print()
     print("| figure | pushscale, this machine | the seed |")
     print("|---|---|---|")

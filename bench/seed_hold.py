@@ -15,6 +15,8 @@ with the seed's options) each connect from their own source address to the Servi
    routes only to pods whose /readyz answers. Until every client is connected again: reconnects
    a second, failed attempts, reconnect_failed, and whether the adapter serves the 3 survivors
    exactly and leaves the killed pod out.
+3. game end: every client leaves at once; how long until the pods hold none and the adapter
+   serves 0 for each.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from bench.cluster import (
     established,
     kernel_slab_bytes,
     running,
+    server_counters,
     source_ip,
     start_pods,
     static_pods_file,
@@ -63,6 +66,8 @@ PROBE_SECONDS = 1.0
 # are then at most one round old and must equal the truth.
 QUIET_SECONDS = 3.0
 QUIET_SAMPLES = 10
+# The survivors' own account of the kill: why they closed sockets, what they refused.
+SERVER_COUNTERS = ("pushscale_disconnects_total", "pushscale_connections_rejected_total")
 # socket.io-client gives up after 10 attempts of at most 20 s each.
 RECONNECT_DEADLINE_SECONDS = 240.0
 
@@ -76,15 +81,21 @@ class Sample:
     clients: int  # viewers that think they are connected
     truth: dict[int, int]  # pod → ESTABLISHED connections on its client port
     served: dict[int, int]  # pod → the adapter's value (absent: not served)
-    connects: int  # in this second
+    interval: float  # seconds since the previous sample; the counts below are over it
+    connects: int
     reconnects: int
     failures: int
     drops: int
     pod_cores: float
-    generator_cores: float
+    generator_cores: float  # the agents
+    bench_cores: float  # this process and its `ss` (the sampling's own cost)
     adapter_cores: float
     machine_cores: float
     since_change: float = 0.0  # seconds since a client last connected or dropped
+    cost: float = 0.0  # seconds this sample took to take
+
+    def per_second(self, count: int) -> float:
+        return count / self.interval if self.interval else 0.0
 
     def worst(self, pods: Sequence[int]) -> int:
         """max |served - truth| over `pods`; a pod not served counts as served 0."""
@@ -110,6 +121,11 @@ class HoldResult:
         }  # fmt: skip
 
 
+def _cpu_by_pid(groups: dict[str, list[int]]) -> dict[int, float]:
+    me = os.getpid()
+    return {pid: cpu_seconds(pid, pid == me) for pids in groups.values() for pid in pids}
+
+
 class CpuClock:
     """CPU cores each group of processes used between two readings.
 
@@ -119,13 +135,13 @@ class CpuClock:
 
     def __init__(self, groups: dict[str, list[int]]) -> None:
         self._at = time.monotonic()
-        self._seconds = {pid: cpu_seconds(pid) for pids in groups.values() for pid in pids}
+        self._seconds = _cpu_by_pid(groups)
         self._machine = machine_busy_seconds()
 
     def cores(self, groups: dict[str, list[int]]) -> dict[str, float]:
         now, machine = time.monotonic(), machine_busy_seconds()
         wall = max(now - self._at, 1e-6)
-        seconds = {pid: cpu_seconds(pid) for pids in groups.values() for pid in pids}
+        seconds = _cpu_by_pid(groups)
         used = {
             name: sum(max(0.0, seconds[pid] - self._seconds.get(pid, seconds[pid])) for pid in pids)
             / wall
@@ -155,12 +171,13 @@ class Run:
 
     @property
     def generator_pids(self) -> list[int]:
-        return [os.getpid(), *(p.pid for p in self.loadgen.processes)]
+        return [p.pid for p in self.loadgen.processes]
 
     def _groups(self) -> dict[str, list[int]]:
         return {
             "pods": [pid for pod in self.pods if pod.killed_at is None for pid in pod.pids],
             "generator": self.generator_pids,
+            "bench": [os.getpid()],
             "adapter": [self.adapter_pid],
         }
 
@@ -177,6 +194,7 @@ class Run:
         }
 
     async def sample(self, phase: str) -> Sample:
+        began = time.monotonic()
         status = await self.loadgen.status()
         truth = await asyncio.to_thread(established, [p for p in self.pods if p.killed_at is None])
         served = await self.served()
@@ -190,12 +208,14 @@ class Run:
         if self.last_status is None or delta["connects"] or delta["drops"]:
             self.last_change = now
         self.last_status = status
+        last_t = self.result.samples[-1].t if self.result.samples else 0.0
         sample = Sample(
             t=now - self.started, phase=phase, clients=sum(status.connected.values()),
-            truth=truth, served=served, **delta,
+            truth=truth, served=served, interval=now - self.started - last_t, **delta,
             pod_cores=cores["pods"], generator_cores=cores["generator"],
-            adapter_cores=cores["adapter"], machine_cores=cores["machine"],
-            since_change=now - self.last_change,
+            bench_cores=cores["bench"], adapter_cores=cores["adapter"],
+            machine_cores=cores["machine"], since_change=now - self.last_change,
+            cost=now - began,
         )  # fmt: skip
         self.result.samples.append(sample)
         return sample
@@ -252,6 +272,7 @@ async def _ramp(run: Run, total: int) -> dict[str, Any]:
         "rampWorstDiff": max(s.worst(alive) for s in ramp),
         "rampPodCores": _mean([s.pod_cores for s in ramp]),
         "rampGeneratorCores": _mean([s.generator_cores for s in ramp]),
+        "rampBenchCores": _mean([s.bench_cores for s in ramp]),
         "rampMachineCores": _mean([s.machine_cores for s in ramp]),
     }
 
@@ -266,7 +287,7 @@ async def _kill(run: Run, endpoints: Endpoints, total: int) -> dict[str, Any]:
     peak, back = 0, None
     while time.monotonic() - killed < RECONNECT_DEADLINE_SECONDS:
         sample = await run.every_second("kill")
-        peak = max(peak, sample.reconnects)
+        peak = max(peak, round(sample.per_second(sample.reconnects)))
         draw_bar("kill: back", min(sample.clients, total), total)
         if sample.clients >= total and sum(sample.truth.values()) >= total:
             back = time.monotonic() - killed
@@ -288,6 +309,7 @@ async def _kill(run: Run, endpoints: Endpoints, total: int) -> dict[str, Any]:
         "afterKillQuietSamples": len(quiet),
         "afterKillQuietWorstDiff": max((s.worst(survivors) for s in quiet), default=None),
         "killedPodServed": any(victim.index in s.served for s in quiet),
+        "survivorsCounted": await asyncio.to_thread(server_counters, run.pods, SERVER_COUNTERS),
     }
 
 
@@ -301,6 +323,20 @@ async def _ready(endpoints: Endpoints, adapter: httpx.AsyncClient, pods: int) ->
                 return
         await asyncio.sleep(0.2)
     raise SystemExit("the Service or the adapter was not ready after 60 s")
+
+
+async def _game_end(run: Run) -> dict[str, Any]:
+    """Every client leaves at once, as a game's viewers do at the final whistle."""
+    began = time.monotonic()
+    await run.loadgen.set_target(0)
+    gone = served_zero = None
+    while time.monotonic() - began < 120 and served_zero is None:
+        sample = await run.every_second("game end")
+        if gone is None and sum(sample.truth.values()) == 0:
+            gone = time.monotonic() - began
+        if gone is not None and not any(sample.served.values()):
+            served_zero = time.monotonic() - began
+    return {"gameEndSeconds": gone, "gameEndServedSeconds": served_zero}
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -346,11 +382,13 @@ async def _drive(
                 figures[f"{part}BytesPerConnection"] = grown / held if held else None
             figures["idlePodCores"] = _mean([s.pod_cores for s in idle])
             figures["idleGeneratorCores"] = _mean([s.generator_cores for s in idle])
+            figures["idleBenchCores"] = _mean([s.bench_cores for s in idle])
             figures["idleAdapterCores"] = _mean([s.adapter_cores for s in idle])
             figures["idleMachineCores"] = _mean([s.machine_cores for s in idle])
             figures["perPodHeld"] = quiet[-1].truth if quiet else {}
             if kill:
                 figures.update(await _kill(run, endpoints, result.total))
+            figures.update(await _game_end(run))
     finally:
         probing.cancel()
         with contextlib.suppress(asyncio.CancelledError):

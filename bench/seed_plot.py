@@ -36,14 +36,18 @@ def draw(samples: Sequence[Sample], pods: int, title: str, path: Path) -> None:
     counts.set_ylabel("connections (thousands)")
     counts.legend(fontsize=7, ncol=2, loc="upper left")
     counts.grid(alpha=0.3)
-    rates.plot(t, [s.connects for s in samples], color="#1f77b4", label="connects / s")
-    rates.plot(t, [s.reconnects for s in samples], color="#2ca02c", label="of which reconnects")
-    rates.plot(t, [s.failures for s in samples], color="#d62728", label="failed attempts / s")
+    rates.plot(t, [s.per_second(s.connects) for s in samples], color="#1f77b4",
+               label="connects / s")  # fmt: skip
+    rates.plot(t, [s.per_second(s.reconnects) for s in samples], color="#2ca02c",
+               label="of which reconnects")  # fmt: skip
+    rates.plot(t, [s.per_second(s.failures) for s in samples], color="#d62728",
+               label="failed attempts / s")  # fmt: skip
     rates.set_ylabel("per second")
     rates.legend(fontsize=8, loc="upper left")
     rates.grid(alpha=0.3)
     cores.plot(t, [s.pod_cores for s in samples], label="push pods")
     cores.plot(t, [s.generator_cores for s in samples], label="load generator")
+    cores.plot(t, [s.bench_cores for s in samples], label="the bench's sampling")
     cores.plot(t, [s.machine_cores for s in samples], color="grey", linestyle=":",
                label="whole machine")  # fmt: skip
     cores.set_ylabel("CPU cores")
