@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from types import FrameType
@@ -37,6 +38,7 @@ from bench.cluster import ClusterError, enter_private_network
 from bench.procfs import cpu_seconds, descendants, machine_busy_seconds
 from bench.scrape import start_server
 from bench.seed_hold import HoldResult, hold
+from bench.seed_max import MaxResult, max_connections
 from bench.seed_plot import draw
 from pushkit.progress import draw_bar, finish_bar
 
@@ -308,6 +310,39 @@ def hold_failed(r: HoldResult) -> list[str]:
     return why
 
 
+def print_max(r: MaxResult) -> None:
+    f = r.figures
+    kb = "{:.1f} KB".format
+    rows = [
+        ("connections held with 0 errors, total", f"{r.held:,}",
+         "~1,500,000 (20 pods x 4 cores, 200/s, until reconnect attempts ran out)"),
+        ("per worker (max / min), counted by the workers",
+         f"{f['perWorkerMax']:,} / {f['perWorkerMin']:,}",
+         "~19,000 (1.5M over 20 pods x 4 pm2 workers)"),
+        ("what stopped the ramp", r.stopped_by, "reconnect attempts exhausted"),
+        ("ramp seconds", f"{f['rampSeconds']:.0f}", "-"),
+        ("memory per connection: pods / clients / kernel slab",
+         f"{kb(f['podsBytesPerConnection'] / 1024)} / "
+         f"{kb(f['generatorBytesPerConnection'] / 1024)} / "
+         f"{kb(f['kernelBytesPerConnection'] / 1024)}", "not reported"),
+        ("memory still available at the end", f"{f['availableMemoryBytesAtEnd'] / 1024**3:.1f} GiB",
+         "-"),
+        ("CPU cores at the end: pods / generator / machine",
+         f"{f['lastPodCores']:.2f} / {f['lastGeneratorCores']:.2f} / {f['lastMachineCores']:.2f}",
+         "-"),
+    ]  # fmt: skip
+    print()
+    print(
+        f"max: {r.pods} pods x {r.workers} workers, at most {r.per_worker:,} a worker, "
+        f"{r.rate:g} new a second, {os.cpu_count()} CPUs"
+    )
+    print()
+    print("| figure | pushscale, this machine | the seed |")
+    print("|---|---|---|")
+    for name, value, seed in rows:
+        print(f"| {name} | {value} | {seed} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     phases = parser.add_subparsers(dest="phase", required=True)
@@ -326,6 +361,13 @@ def main() -> None:
     h.add_argument("--idle-seconds", type=float, default=30, help="idle CPU window")
     h.add_argument("--no-kill", action="store_true", help="skip the pod kill")
     h.add_argument("--out", type=Path, default=Path(".run/seed"), help="JSON, PNG and logs")
+    m = phases.add_parser("max", help="ramp until the first error or a limit of the machine")
+    m.add_argument("--pods", type=int, default=8)
+    m.add_argument("--workers", type=int, default=4, help="workers a pod")
+    m.add_argument("--per-worker", type=int, default=19000, help="--max-connections of a worker")
+    m.add_argument("--rate", type=float, default=1000, help="new connections a second")
+    m.add_argument("--minutes", type=float, default=10, help="time budget of the ramp")
+    m.add_argument("--out", type=Path, default=Path(".run/seed"), help="JSON, PNG and logs")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _raise_exit)
     if args.phase == "burst":
@@ -338,6 +380,18 @@ def main() -> None:
         enter_private_network()
     except ClusterError as exc:
         raise SystemExit(f"bench.seed {args.phase}: {exc}") from exc
+    if args.phase == "max":
+        found = max_connections(
+            args.pods, args.workers, args.per_worker, args.rate, args.minutes, args.out / "logs"
+        )
+        args.out.mkdir(parents=True, exist_ok=True)
+        document = {**asdict(found), "samples": [asdict(x) for x in found.samples]}
+        (args.out / "max.json").write_text(json.dumps(document, indent=1))
+        title = f"bench.seed max: {found.pods} pods x {found.workers} workers, {found.rate:g}/s"
+        draw(found.samples, found.pods, title, args.out / "max.png")
+        print_max(found)
+        print(f"\nJSON {args.out / 'max.json'}, timeline {args.out / 'max.png'}")
+        return
     held = hold(
         args.pods, args.workers, args.per_worker, args.rate, args.idle_seconds,
         not args.no_kill, args.out / "logs",

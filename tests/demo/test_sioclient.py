@@ -6,7 +6,16 @@ from __future__ import annotations
 
 import asyncio
 
-from pushkit.sioclient import CLIENT_DISCONNECT, TRANSPORT_CLOSE, SocketIOClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pushkit.sioclient import (
+    CLIENT_DISCONNECT,
+    PING_TIMEOUT,
+    TRANSPORT_CLOSE,
+    SocketIOClient,
+    _heartbeat_seconds,
+)
 from tests.conftest import eventually
 
 
@@ -53,3 +62,40 @@ async def test_events_of_its_game_arrive_and_leaving_is_a_clean_goodbye(
     pod.stop()
     await eventually(lambda: bool(other.closed), what="the drain to close the other client")
     assert other.closed == [(TRANSPORT_CLOSE, True)]
+
+
+async def test_a_server_that_stops_pinging_is_left_as_socket_io_client_leaves_it():
+    """A connection whose server vanished without a FIN (a node gone, a packet lost) is noticed
+    the way socket.io-client notices it: no PING within pingInterval + pingTimeout."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
+        handshake = b'0{"sid":"x","upgrades":[],"pingInterval":100,"pingTimeout":100}'
+        writer.write(bytes([0x81, len(handshake)]) + handshake)
+        while await reader.read(100):  # the client's CONNECT, then its close; no PING, ever
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    seen = Seen()
+    client = seen.client(port, "final")
+    loop = asyncio.get_running_loop()
+    await loop.create_connection(lambda: client, "127.0.0.1", port)
+    await eventually(lambda: bool(seen.closed), what="the heartbeat check to give up")
+    assert seen.closed == [(PING_TIMEOUT, False)]
+    server.close()
+    await server.wait_closed()
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=200))
+def test_any_handshake_gives_a_usable_heartbeat(handshake: bytes):
+    seconds = _heartbeat_seconds(handshake)
+    assert 0 < seconds <= 2 * 3600
+
+
+def test_the_handshakes_heartbeat_is_interval_plus_timeout():
+    assert _heartbeat_seconds(b'{"pingInterval":25000,"pingTimeout":20000}') == 45.0
+    assert _heartbeat_seconds(b'{"pingInterval":100,"pingTimeout":-1}') == 20.1
