@@ -89,6 +89,7 @@ class Sample:
     machine_cores: float
     since_change: float = 0.0  # seconds since a client last connected or dropped
     cost: float = 0.0  # seconds this sample took to take
+    unserved: str = ""  # the adapter's 404 message when it served no pod
 
     def per_second(self, count: int) -> float:
         return count / self.interval if self.interval else 0.0
@@ -177,23 +178,29 @@ class Run:
             "adapter": [self.adapter_pid],
         }
 
-    async def served(self) -> dict[int, int]:
+    async def served(self) -> tuple[dict[int, int], str]:
+        """The adapter's value per pod, as the HPA asks for it; or why it served none."""
         path = (
             f"/apis/custom.metrics.k8s.io/v1beta2/namespaces/{NAMESPACE}/pods/*/"
             "socket_io_connected?labelSelector=app%3Dpush"
         )
-        items = (await self.adapter.get(path)).raise_for_status().json()["items"]
+        response = await self.adapter.get(path)
+        if response.status_code == 404:
+            # No pod could be served (each left out for a reason the message gives): the HPA
+            # then keeps the replica count. The bench records it rather than stopping.
+            return {}, str(response.json().get("message", ""))[:300]
+        items = response.raise_for_status().json()["items"]
         by_name = {pod.name: pod.index for pod in self.pods}
         return {
             by_name[item["describedObject"]["name"]]: int(parse_quantity(item["value"]))
             for item in items
-        }
+        }, ""
 
     async def sample(self, phase: str) -> Sample:
         began = time.monotonic()
         status = await self.loadgen.status()
         truth = await asyncio.to_thread(established, [p for p in self.pods if p.killed_at is None])
-        served = await self.served()
+        served, unserved = await self.served()
         cores = self._cpu.cores(self._groups())
         now = time.monotonic()
         previous = self.last_status or status
@@ -211,7 +218,7 @@ class Run:
             pod_cores=cores["pods"], generator_cores=cores["generator"],
             bench_cores=cores["bench"], adapter_cores=cores["adapter"],
             machine_cores=cores["machine"], since_change=now - self.last_change,
-            cost=now - began,
+            cost=now - began, unserved=unserved,
         )  # fmt: skip
         self.result.samples.append(sample)
         return sample
@@ -281,8 +288,10 @@ async def _kill(run: Run, endpoints: Endpoints, total: int) -> dict[str, Any]:
     victim.kill()
     killed = victim.killed_at or time.monotonic()
     peak, back = 0, None
+    storm: list[Sample] = []
     while time.monotonic() - killed < RECONNECT_DEADLINE_SECONDS:
         sample = await run.every_second("kill")
+        storm.append(sample)
         peak = max(peak, round(sample.per_second(sample.reconnects)))
         draw_bar("kill: back", min(sample.clients, total), total)
         if sample.clients >= total and sum(sample.truth.values()) >= total:
@@ -305,6 +314,8 @@ async def _kill(run: Run, endpoints: Endpoints, total: int) -> dict[str, Any]:
         "afterKillQuietSamples": len(quiet),
         "afterKillQuietWorstDiff": max((s.worst(survivors) for s in quiet), default=None),
         "killedPodServed": any(victim.index in s.served for s in quiet),
+        "unservedSecondsDuringKill": sum(s.interval for s in storm if s.unserved),
+        "unservedWhy": next((s.unserved for s in storm if s.unserved), ""),
         "survivorsCounted": await asyncio.to_thread(server_counters, run.pods, SERVER_COUNTERS),
     }
 
