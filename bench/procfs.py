@@ -62,3 +62,11 @@ def descendants(pid: int) -> list[int]:
                 found.append(child)
                 stack.append(child)
     return found
+
+
+def meminfo_bytes(field: str) -> int:
+    """A /proc/meminfo field (machine-wide, whatever the network namespace), in bytes."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    return 0

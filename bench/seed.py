@@ -347,6 +347,16 @@ def print_max(r: MaxResult) -> None:
         print(f"| {name} | {value} | {seed} |")
 
 
+def _cluster_arguments(
+    phase: argparse.ArgumentParser, pods: int, per_worker: int, per_worker_help: str
+) -> None:
+    phase.add_argument("--pods", type=int, default=pods)
+    phase.add_argument("--workers", type=int, default=4, help="workers a pod")
+    phase.add_argument("--per-worker", type=int, default=per_worker, help=per_worker_help)
+    phase.add_argument("--rate", type=float, default=1000, help="new connections a second")
+    phase.add_argument("--out", type=Path, default=Path(".run/seed"), help="JSON, PNG and logs")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     phases = parser.add_subparsers(dest="phase", required=True)
@@ -358,20 +368,12 @@ def main() -> None:
         "--agent-cpu", type=int, default=None, help="pin the agents to this CPU (default: none)"
     )
     h = phases.add_parser("hold", help="ramp pods to --per-worker sockets a worker, then kill one")
-    h.add_argument("--pods", type=int, default=4)
-    h.add_argument("--workers", type=int, default=4, help="workers a pod")
-    h.add_argument("--per-worker", type=int, default=10000, help="sockets a worker")
-    h.add_argument("--rate", type=float, default=1000, help="new connections a second")
+    _cluster_arguments(h, pods=4, per_worker=10000, per_worker_help="sockets a worker")
     h.add_argument("--idle-seconds", type=float, default=30, help="idle CPU window")
     h.add_argument("--no-kill", action="store_true", help="skip the pod kill")
-    h.add_argument("--out", type=Path, default=Path(".run/seed"), help="JSON, PNG and logs")
     m = phases.add_parser("max", help="ramp until the first error or a limit of the machine")
-    m.add_argument("--pods", type=int, default=8)
-    m.add_argument("--workers", type=int, default=4, help="workers a pod")
-    m.add_argument("--per-worker", type=int, default=19000, help="--max-connections of a worker")
-    m.add_argument("--rate", type=float, default=1000, help="new connections a second")
+    _cluster_arguments(m, pods=8, per_worker=19000, per_worker_help="--max-connections a worker")
     m.add_argument("--minutes", type=float, default=10, help="time budget of the ramp")
-    m.add_argument("--out", type=Path, default=Path(".run/seed"), help="JSON, PNG and logs")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _raise_exit)
     if args.phase == "burst":

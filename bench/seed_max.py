@@ -20,18 +20,12 @@ from typing import Any
 import httpx
 
 from bench.cluster import CLIENT_PORT, Cluster, up
+from bench.procfs import meminfo_bytes
 from bench.seed_hold import NAMESPACE, PER_AGENT, HoldResult, Run, Sample, viewers, wait_ready
 from pushkit.progress import draw_bar, finish_bar
 
 # Stop before the machine itself is in danger: the OOM killer would pick a process at random.
 RESERVE_BYTES = 2 * 1024**3
-
-
-def available_memory_bytes() -> int:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 @dataclass
@@ -77,7 +71,7 @@ async def _ramp(cluster: Cluster, result: MaxResult, agents: int) -> None:
                     "20000 open files a process may hold)"
                 )
                 break
-            if available_memory_bytes() < RESERVE_BYTES:
+            if meminfo_bytes("MemAvailable") < RESERVE_BYTES:
                 result.stopped_by = f"memory: under {RESERVE_BYTES // 1024**3} GiB available"
                 break
             if time.monotonic() - began > result.minutes * 60:
@@ -99,7 +93,7 @@ async def _ramp(cluster: Cluster, result: MaxResult, agents: int) -> None:
             "generatorBytesPerConnection": (memory["generator"] - memory0["generator"])
             / max(held_now, 1),
             "kernelBytesPerConnection": (memory["kernel"] - memory0["kernel"]) / max(held_now, 1),
-            "availableMemoryBytesAtEnd": available_memory_bytes(),
+            "availableMemoryBytesAtEnd": meminfo_bytes("MemAvailable"),
             "lastPodCores": sample.pod_cores,
             "lastGeneratorCores": sample.generator_cores,
             "lastMachineCores": sample.machine_cores,
