@@ -271,7 +271,7 @@ def print_hold(r: HoldResult) -> None:
              f"{f['afterKillQuietWorstDiff']} over {f['afterKillQuietSamples']} s",
              SEED["unreported"]),
             ("kill: killed pod left out of the API", "no" if f["killedPodServed"] else "yes", "-"),
-            ("kill: seconds the adapter served no pod (404)",
+            ("kill: seconds the adapter served no pod (404/503)",
              f"{f['unservedSecondsDuringKill']:.0f}", "-"),
         ]  # fmt: skip
     ended, served = f.get("gameEndSeconds"), f.get("gameEndServedSeconds")
@@ -287,7 +287,7 @@ def print_hold(r: HoldResult) -> None:
         f"{r.agents} agents, {os.cpu_count()} CPUs"
     )
     if f.get("unservedWhy"):
-        print(f"the adapter's 404 during the kill: {f['unservedWhy']}")
+        print(f"the adapter's answer when it served no pod: {f['unservedWhy']}")
     if counted := {k: v for k, v in f.get("survivorsCounted", {}).items() if v}:
         print(f"the survivors' own counters after the kill: {counted}")
     print()

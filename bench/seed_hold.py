@@ -89,7 +89,7 @@ class Sample:
     machine_cores: float
     since_change: float = 0.0  # seconds since a client last connected or dropped
     cost: float = 0.0  # seconds this sample took to take
-    unserved: str = ""  # the adapter's 404 message when it served no pod
+    unserved: str = ""  # the adapter's status and message when it served no pod
 
     def per_second(self, count: int) -> float:
         return count / self.interval if self.interval else 0.0
@@ -185,11 +185,16 @@ class Run:
             "socket_io_connected?labelSelector=app%3Dpush"
         )
         response = await self.adapter.get(path)
-        if response.status_code == 404:
-            # No pod could be served (each left out for a reason the message gives): the HPA
-            # then keeps the replica count. The bench records it rather than stopping.
-            return {}, str(response.json().get("message", ""))[:300]
-        items = response.raise_for_status().json()["items"]
+        if response.status_code != 200:
+            # 404: no pod could be served (each left out for a reason the message gives); 503:
+            # the adapter could not answer now. Either way the HPA keeps the replica count;
+            # the bench records the answer rather than stopping.
+            try:
+                message = str(response.json().get("message", ""))
+            except ValueError:
+                message = response.text
+            return {}, f"{response.status_code}: {message[:300]}"
+        items = response.json()["items"]
         by_name = {pod.name: pod.index for pod in self.pods}
         return {
             by_name[item["describedObject"]["name"]]: int(parse_quantity(item["value"]))
