@@ -46,9 +46,9 @@ async def serve(settings: AdapterSettings) -> int:
     client_cas: dict[str, Path] = {}
     if settings.authentication_skip:
         log.warning(
+            # No port number: with --secure-port 0 it is not known yet (the ready file has it).
             "AUTHENTICATION AND AUTHORIZATION ARE OFF (--authentication-skip): anyone who can "
-            "reach port %s reads every metric. Use this on a laptop only.",
-            settings.secure_port,
+            "reach the metrics API reads every metric. Use this on a laptop only."
         )
         access = None
     else:
