@@ -5,11 +5,11 @@ pushscale.loadgen` and takes one JSON command per line on stdin (`target`, `chur
 `freeze`), answering each with one JSON status line on stdout. An agent keeps `target` viewers
 (`pushkit.sioclient`), each connecting to one of the push servers' addresses and ports picked at
 random (what the Service's load balancing does in a cluster), at most `--rate` new viewers a
-second. A viewer whose transport closes (a shed, a drain, a missed heartbeat) reconnects as socket.io-client does, after
-`adapter.simulator.backoff`'s delays with the given options (the seed's: 10 s, at most 20 s,
-randomization 1), to an address and port picked again; one that fails `reconnectionAttempts` times in a row
-gives up (socket.io-client's `reconnect_failed`) and a new viewer takes its place. Like
-socket.io-client's `timeout` option, a handshake not done in `--timeout` seconds (the TCP connect
+second. A viewer whose transport closes (a shed, a drain, a missed heartbeat) reconnects as
+socket.io-client does, after `adapter.simulator.backoff`'s delays with the given options (the
+seed's: 10 s, at most 20 s, randomization 1), to an address and port picked again; one that
+fails `reconnectionAttempts` times in a row gives up (socket.io-client's `reconnect_failed`)
+and a new viewer takes its place. Like socket.io-client's `timeout` option, a handshake not done in `--timeout` seconds (the TCP connect
 included) is a failed attempt. Stdin closing — the demo ended, however — closes every viewer and
 ends the agent, so an agent never outlives the demo. `bench.seed` drives the same agents, each
 from its own source address (`--source`), to hold the seed's 160k connections.
