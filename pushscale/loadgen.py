@@ -8,11 +8,12 @@ random (what the Service's load balancing does in a cluster), at most `--rate` n
 second. A viewer whose transport closes (a shed, a drain, a missed heartbeat) reconnects as
 socket.io-client does, after `adapter.simulator.backoff`'s delays with the given options (the
 seed's: 10 s, at most 20 s, randomization 1), to an address and port picked again; one that
-fails `reconnectionAttempts` times in a row gives up (socket.io-client's `reconnect_failed`)
-and a new viewer takes its place. Like socket.io-client's `timeout` option, a handshake not done in `--timeout` seconds (the TCP connect
-included) is a failed attempt. Stdin closing — the demo ended, however — closes every viewer and
-ends the agent, so an agent never outlives the demo. `bench.seed` drives the same agents, each
-from its own source address (`--source`), to hold the seed's 160k connections.
+fails `reconnectionAttempts` times in a row gives up (socket.io-client's `reconnect_failed`) and
+a new viewer takes its place. Like socket.io-client's `timeout` option, a handshake not done in
+`--timeout` seconds (the TCP connect included) is a failed attempt. Stdin closing — the demo
+ended, however — closes every viewer and ends the agent, so an agent never outlives the demo.
+`bench.seed` drives the same agents, each from its own source address (`--source`), to hold the
+seed's 160k connections.
 """
 
 from __future__ import annotations
