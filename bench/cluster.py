@@ -173,11 +173,6 @@ def start_pods(
     return pods
 
 
-def redis_pids(pods: Sequence[Pod]) -> list[int]:
-    """Processes below the pods that are not their workers (none with an external Redis)."""
-    return [p for pod in pods for p in descendants(pod.process.pid) if p not in pod.worker_pids]
-
-
 def static_pods_file(pods: Sequence[Pod], path: Path, namespace: str) -> Path:
     """The adapter's `--static-pods` inventory of these pods."""
     lines = ["pods:"]
