@@ -391,7 +391,7 @@ def main() -> None:
             args.pods, args.workers, args.per_worker, args.rate, args.minutes, args.out / "logs"
         )
         args.out.mkdir(parents=True, exist_ok=True)
-        document = {**asdict(found), "samples": [asdict(x) for x in found.samples]}
+        document = asdict(found)  # its samples too: asdict recurses
         (args.out / "max.json").write_text(json.dumps(document, indent=1))
         title = f"bench.seed max: {found.pods} pods x {found.workers} workers, {found.rate:g}/s"
         draw(found.samples, found.pods, title, args.out / "max.png")
