@@ -154,13 +154,14 @@ class Run:
 
     def __init__(
         self, pods: list[Pod], loadgen: LoadGenerator, adapter: httpx.AsyncClient,
-        adapter_pid: int, result: HoldResult,
+        adapter_pid: int, samples: list[Sample],
     ) -> None:  # fmt: skip
         self.pods = pods
         self.loadgen = loadgen
         self.adapter = adapter
         self.adapter_pid = adapter_pid
-        self.result = result
+        # Appended to as the run goes, so a result holds every sample even if the run fails.
+        self.samples = samples
         self.started = time.monotonic()
         self.last_status: LoadStatus | None = None
         self.last_change = time.monotonic()
@@ -216,7 +217,7 @@ class Run:
         if self.last_status is None or delta["connects"] or delta["drops"]:
             self.last_change = now
         self.last_status = status
-        last_t = self.result.samples[-1].t if self.result.samples else 0.0
+        last_t = self.samples[-1].t if self.samples else 0.0
         sample = Sample(
             t=now - self.started, phase=phase, clients=sum(status.connected.values()),
             truth=truth, served=served, interval=now - self.started - last_t, **delta,
@@ -225,7 +226,7 @@ class Run:
             machine_cores=cores["machine"], since_change=now - self.last_change,
             cost=now - began, unserved=unserved,
         )  # fmt: skip
-        self.result.samples.append(sample)
+        self.samples.append(sample)
         return sample
 
     async def every_second(self, phase: str) -> Sample:
@@ -252,8 +253,7 @@ class Run:
         return quiet
 
 
-async def _ramp(run: Run, total: int) -> dict[str, Any]:
-    result = run.result
+async def _ramp(run: Run, total: int, rate: float) -> dict[str, Any]:
     alive = [pod.index for pod in run.pods]
     status0 = await run.loadgen.status()
     began = time.monotonic()
@@ -265,7 +265,7 @@ async def _ramp(run: Run, total: int) -> dict[str, Any]:
         draw_bar("hold: ramp", min(sample.clients, total), total)
         if sample.clients >= total and sum(sample.truth.values()) >= total:
             break
-        if time.monotonic() - began > 3 * total / result.rate + 60:
+        if time.monotonic() - began > 3 * total / rate + 60:
             break  # the machine cannot keep up: the table will show how far it got
     finish_bar()
     ramp_seconds = time.monotonic() - began
@@ -385,11 +385,11 @@ async def _drive(
             adapter,
         ):
             await wait_ready(endpoints, adapter, len(pods))
-            run = Run(pods, loadgen, adapter, cluster.adapter.process.pid, result)
+            run = Run(pods, loadgen, adapter, cluster.adapter.process.pid, result.samples)
             await run.sample("start")
             memory0 = run.memory()
             figures = result.figures
-            figures.update(await _ramp(run, result.total))
+            figures.update(await _ramp(run, result.total, result.rate))
             quiet = await run.quiet("hold", [pod.index for pod in pods])
             figures["holdQuietSamples"] = len(quiet)
             figures["holdQuietWorstDiff"] = max(

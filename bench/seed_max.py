@@ -21,7 +21,7 @@ import httpx
 
 from bench.cluster import CLIENT_PORT, Cluster, up
 from bench.procfs import meminfo_bytes
-from bench.seed_hold import NAMESPACE, PER_AGENT, HoldResult, Run, Sample, viewers, wait_ready
+from bench.seed_hold import NAMESPACE, PER_AGENT, Run, Sample, viewers, wait_ready
 from pushkit.progress import draw_bar, finish_bar
 
 # Stop before the machine itself is in danger: the OOM killer would pick a process at random.
@@ -46,10 +46,7 @@ async def _ramp(cluster: Cluster, result: MaxResult, agents: int) -> None:
     hosts = [pod.ip for pod in cluster.pods]
     async with viewers(cluster, agents, result.rate, hosts, CLIENT_PORT) as (loadgen, adapter):
         await wait_ready(None, adapter, result.pods)
-        # Run samples into a HoldResult; only its samples list is used here.
-        holder = HoldResult(result.pods, result.workers, result.per_worker, capacity,
-                            result.rate, agents)  # fmt: skip
-        run = Run(cluster.pods, loadgen, adapter, cluster.adapter.process.pid, holder)
+        run = Run(cluster.pods, loadgen, adapter, cluster.adapter.process.pid, result.samples)
         await run.sample("start")
         memory0 = run.memory()
         began = time.monotonic()
@@ -101,7 +98,6 @@ async def _ramp(cluster: Cluster, result: MaxResult, agents: int) -> None:
             "drops": status.drops,
             "lastError": status.last_error,
         }
-        result.samples = holder.samples
 
 
 def _per_worker(cluster: Cluster) -> list[int]:
