@@ -70,34 +70,66 @@ def parse_samples(text: str, read_types: Mapping[str, str] = READ_TYPES) -> Samp
     """Sample name → {sorted label pairs → value}. Sample names, not family names: a counter
     is `socket_io_connect_total`, as it appears on the wire and in the API. `read_types`: the
     families whose TYPE and values are checked (name → "gauge" or "counter")."""
-    fast = _plain(text)
-    if fast is None and len(text) > MAX_FULL_PARSE_CHARS:
-        raise MalformedScrape(
-            f"malformed metrics text: {len(text)} characters not in the plain form a push "
-            f"server writes (the full parser reads at most {MAX_FULL_PARSE_CHARS})"
-        )
-    samples = fast if fast is not None else _full(text)
-    _check(samples, text, read_types)
+    fast = _read_plain(text)
+    if fast is None:
+        if len(text) > MAX_FULL_PARSE_CHARS:
+            raise MalformedScrape(
+                f"malformed metrics text: {len(text)} characters not in the plain form a push "
+                f"server writes (the full parser reads at most {MAX_FULL_PARSE_CHARS})"
+            )
+        samples, types = _full(text), _TYPE.findall(text)
+    else:
+        samples, types = fast
+    _check(samples, types, read_types)
     return samples
 
 
 def _plain(text: str) -> Samples | None:
-    """The fast path, or None as soon as a line is not in the plain form."""
+    """The fast path's samples, or None if the body is not in the plain form."""
+    fast = _read_plain(text)
+    return None if fast is None else fast[0]
+
+
+# Label sets seen, as their sorted pairs. A worker writes the same few dozen every round, so
+# most lines skip the label regex and the sort; bounded, so a target inventing new ones each
+# round costs only the uncached work.
+_KEYS: dict[str, Labels] = {}
+_KEYS_MAX = 4096
+
+
+def _read_plain(text: str) -> tuple[Samples, list[tuple[str, str]]] | None:
+    """The fast path: the samples and the (family, type) of every TYPE line, or None as soon
+    as a line is not in the plain form. One pass over the lines: a regular expression scanning
+    the whole body for line starts costs more than the split (bench/adapter.py)."""
     samples: defaultdict[str, SeriesMap] = defaultdict(dict)
+    types: list[tuple[str, str]] = []
     duplicate: str | None = None
+    keys = _KEYS
+    sample_line, type_line = _SAMPLE.fullmatch, _TYPE.match
     for line in text.split("\n"):
-        if not line or line[0] == "#":
+        if not line:
+            continue
+        if line[0] == "#":
+            if "TYPE" in line and (declared := type_line(line)) is not None:
+                types.append((declared[1], declared[2]))
             continue
         if len(line) > MAX_PLAIN_LINE_CHARS:
             return None
-        match = _SAMPLE.fullmatch(line)
+        match = sample_line(line)
         if match is None:
             return None
         name, labels, value = match.groups()
-        pairs = _LABELS.findall(labels) if labels else []
-        key = tuple(sorted(pairs))
-        if len(dict(pairs)) != len(pairs):
-            return None  # a label named twice: the full parser says why it is malformed
+        if not labels:
+            key: Labels = ()
+        elif (cached := keys.get(labels)) is not None:
+            key = cached
+        else:
+            pairs = _LABELS.findall(labels)
+            if len(dict(pairs)) != len(pairs):
+                return None  # a label named twice: the full parser says why it is malformed
+            key = tuple(sorted(pairs))
+            if len(keys) < _KEYS_MAX:
+                keys[labels] = key
         series = samples[name]
         if key in series and duplicate is None:
             # Said only once the whole body is plain, so both paths refuse alike.
@@ -105,7 +137,7 @@ def _plain(text: str) -> Samples | None:
         series[key] = float(value)
     if duplicate is not None:
         raise UntrustedScrape("duplicate_series", f"{duplicate} appears twice")
-    return dict(samples)
+    return dict(samples), types
 
 
 def _full(text: str) -> Samples:
@@ -133,10 +165,10 @@ def _full(text: str) -> Samples:
     return dict(samples)
 
 
-def _check(samples: Samples, text: str, read_types: Mapping[str, str]) -> None:
+def _check(samples: Samples, types: list[tuple[str, str]], read_types: Mapping[str, str]) -> None:
     """Refuse a body whose families the adapter reads carry a wrong TYPE or a value that is
     not a count."""
-    for name, kind in _TYPE.findall(text):
+    for name, kind in types:
         expected = read_types.get(name)
         if expected is not None and kind != expected:
             raise UntrustedScrape(
