@@ -1,9 +1,9 @@
 """Reading workers' /metrics: concurrent, bounded in time and size, and never raising.
 
 `adapter.rounds` calls `Scraper.round(targets)` once per round; every worker of every pod is
-read concurrently over one keep-alive `aiohttp.ClientSession` (httpx's pool scans every
-connection on each request, so a round over n endpoints cost n² and 100 endpoints took ~0.9 s;
-bench/adapter.py). Each read ends as a
+read concurrently, each over its own kept connection (`adapter.fetch`: httpx's pool scans every
+connection on each request, so a round over n endpoints cost n², and aiohttp's client cost more
+per request than the parse; bench/adapter.py). Each read ends as a
 `WorkerReading` for `adapter.aggregate`: the samples, or the reason there are none (refused,
 timeout, too large, an HTTP error, text that is malformed or not to be trusted). One bad target
 never costs another one anything, and never an exception out of here: a bug met while reading
@@ -19,13 +19,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import aiohttp
-
 from adapter.aggregate import Reason, WorkerReading
-from adapter.errors import clip, describe
+from adapter.errors import describe
+from adapter.fetch import Fetcher, FetchFailed
 from adapter.samples import MalformedScrape, UntrustedScrape, parse_samples
 from pushkit.logs import LogLimiter
-from pushserver.bodies import BodyTooLarge, read_capped
 
 log = logging.getLogger("pushscale.adapter.scrape")
 
@@ -48,23 +46,19 @@ class ScrapeSettings:
 
 
 class Scraper:
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        settings: ScrapeSettings,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._session = session
+    def __init__(self, settings: ScrapeSettings, clock: Callable[[], float] = time.time) -> None:
+        self._fetcher = Fetcher(settings.max_body_bytes)
         self._settings = settings
         self._clock = clock
         self._bugs = LogLimiter(log)
 
     async def round(self, targets: Sequence[Target]) -> dict[Target, WorkerReading]:
+        self._fetcher.keep_only({target.url for target in targets})
         readings = await asyncio.gather(*(self.read(target) for target in targets))
         return dict(zip(targets, readings, strict=True))
 
     async def close(self) -> None:
-        await self._session.close()
+        self._fetcher.close()
 
     async def read(self, target: Target) -> WorkerReading:
         settings = self._settings
@@ -76,14 +70,8 @@ class Scraper:
             samples = parse_samples(body)
         except TimeoutError:
             kind, reason = "timeout", f"timeout after {settings.timeout_seconds:g} s"
-        except BodyTooLarge:
-            kind, reason = "too_large", f"body over {settings.max_body_bytes} bytes"
-        except aiohttp.ClientConnectorError:
-            kind, reason = "refused", "connection refused"
-        except aiohttp.ClientResponseError as exc:
-            kind, reason = "http_status", f"HTTP {exc.status}"
-        except aiohttp.ClientError as exc:
-            kind, reason = "http", clip(f"{type(exc).__name__}: {exc}")
+        except FetchFailed as exc:
+            kind, reason = exc.kind, str(exc)
         except UntrustedScrape as exc:
             kind, reason = exc.kind, str(exc)
         except Exception as exc:
@@ -98,11 +86,7 @@ class Scraper:
         return WorkerReading(target.worker, started, error=reason, error_kind=kind)
 
     async def _fetch(self, url: str) -> str:
-        limit = self._settings.max_body_bytes
-        async with self._session.get(url) as response:
-            response.raise_for_status()
-            declared = response.headers.get("content-length")
-            body = await read_capped(response.content.iter_any(), declared, limit)
+        body = await self._fetcher.get(url)
         try:
             # Strict: the text format is UTF-8, and a strict decode stops at the first bad
             # byte, where replacing every one of 512 KB of junk costs ~7 ms a round.
@@ -122,12 +106,11 @@ class ThreadedScraper:
     it back every switch interval (5 ms) instead of waiting out the whole round.
     """
 
-    def __init__(self, settings: ScrapeSettings, session: Callable[[], aiohttp.ClientSession]):
+    def __init__(self, settings: ScrapeSettings) -> None:
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="adapter-scrape", daemon=True)
         self._settings = settings
-        self._make_session = session
         self._scraper: Scraper | None = None
         self._thread.start()
         self._started.wait()
@@ -136,8 +119,8 @@ class ThreadedScraper:
         asyncio.set_event_loop(self._loop)
 
         async def start() -> None:
-            # aiohttp sessions belong to the loop running when they are made.
-            self._scraper = Scraper(self._make_session(), self._settings)
+            # Connections belong to the loop running when they are made.
+            self._scraper = Scraper(self._settings)
 
         self._loop.run_until_complete(start())
         self._started.set()

@@ -17,7 +17,6 @@ import sys
 from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
 from pathlib import Path
 
-import aiohttp
 import uvicorn
 
 from adapter import tls
@@ -57,7 +56,7 @@ async def serve(settings: AdapterSettings) -> int:
     instruments = Instruments()
     report = logged_report(log)
     scrape = ScrapeSettings(settings.scrape_timeout_seconds, settings.max_scrape_bytes)
-    scraper = ThreadedScraper(scrape, scrape_session)
+    scraper = ThreadedScraper(scrape)
     # The scrape thread holds the GIL for up to the switch interval at a time; 1 ms instead of
     # 5 ms lets an API request through sooner while a round is parsed (bench/adapter.py).
     sys.setswitchinterval(0.001)
@@ -168,13 +167,6 @@ def _server_tls(settings: AdapterSettings, client_cas: Mapping[str, Path]) -> tl
         return tls.ServerTls(cert, key, client_cas)
     except (OSError, ValueError) as exc:
         raise StartupError(f"cannot load the serving certificate {cert}: {exc}") from exc
-
-
-def scrape_session() -> aiohttp.ClientSession:
-    # One keep-alive connection per worker endpoint (no pool limit): a round reuses every
-    # connection of the last one instead of a TCP handshake per target per second.
-    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
-    return aiohttp.ClientSession(connector=connector, trust_env=False)
 
 
 async def _scrape_when_synced(discovery: Discovery, rounds: Rounds) -> None:

@@ -397,8 +397,12 @@ def measure_adapter(
                 now = time.monotonic()
                 if now >= next_poll:
                     with contextlib.suppress(httpx.TimeoutException):
-                        debug = client.get("/debug/pods", params={"format": "json"}).json()
-                        durations[debug["round"]["number"]] = debug["round"]["durationSeconds"]
+                        debug = client.get("/debug/pods", params={"format": "json"})
+                        round_ = debug.json().get("round") if debug.status_code == 200 else None
+                        if round_ is None:
+                            say(f"/debug/pods: HTTP {debug.status_code} {debug.text[:200]}")
+                        else:
+                            durations[round_["number"]] = round_["durationSeconds"]
                     next_poll = time.monotonic() + DEBUG_POLL_SECONDS
                 if now >= begin + i * seconds / requests:
                     break
@@ -439,38 +443,38 @@ async def _fresh_requests(
     from adapter.instruments import Instruments
     from adapter.rounds import Rounds
     from adapter.scrape import Scraper, ScrapeSettings
-    from adapter.server import scrape_session
 
     discovery = StaticDiscovery(pods_file)
     timings: list[tuple[float, float, int]] = []
-    async with scrape_session() as session:
-        rounds = Rounds(
-            Scraper(session, ScrapeSettings()),
-            discovery,
-            interval_seconds=1.0,
-            # Never fresh enough: each request waits for a round of its own.
-            max_age_seconds=0.0,
-            keep_seconds=61.0,
-        )
-        # Rounds never fresh enough, answers never too old: every request waits for its own.
-        state = AppState(rounds, discovery, Instruments(), None, 60.0, max_value_age_seconds=60.0)
-        transport = httpx.ASGITransport(app=create_app(state))
-        async with httpx.AsyncClient(transport=transport, base_url="http://adapter") as api:
-            begin = time.monotonic()
-            for i in range(count + 1):
-                if i > 3 and time.monotonic() > begin + OVERTIME * planned_seconds:
-                    say(f"{size}: gave up after {i - 1} of {count} fresh requests")
-                    break
-                started = time.perf_counter()
-                response = await api.get(API_PATH)
-                elapsed = time.perf_counter() - started
-                if i:  # the first opened every connection
-                    duration = rounds.history[-1].duration_seconds
-                    served = served_pods(response, expected)
-                    timings.append((1000 * elapsed, 1000 * duration, served))
-                draw_bar(f"{size} fresh", i + 1, count + 1)
-                # Between the HPA's requests there is a round's worth of idle time too.
-                await asyncio.sleep(0.1)
+    scraper = Scraper(ScrapeSettings())
+    rounds = Rounds(
+        scraper,
+        discovery,
+        interval_seconds=1.0,
+        # Never fresh enough: each request waits for a round of its own.
+        max_age_seconds=0.0,
+        keep_seconds=61.0,
+    )
+    # Rounds never fresh enough, answers never too old: every request waits for its own.
+    state = AppState(rounds, discovery, Instruments(), None, 60.0, max_value_age_seconds=60.0)
+    transport = httpx.ASGITransport(app=create_app(state))
+    async with httpx.AsyncClient(transport=transport, base_url="http://adapter") as api:
+        begin = time.monotonic()
+        for i in range(count + 1):
+            if i > 3 and time.monotonic() > begin + OVERTIME * planned_seconds:
+                say(f"{size}: gave up after {i - 1} of {count} fresh requests")
+                break
+            started = time.perf_counter()
+            response = await api.get(API_PATH)
+            elapsed = time.perf_counter() - started
+            if i:  # the first opened every connection
+                duration = rounds.history[-1].duration_seconds
+                served = served_pods(response, expected)
+                timings.append((1000 * elapsed, 1000 * duration, served))
+            draw_bar(f"{size} fresh", i + 1, count + 1)
+            # Between the HPA's requests there is a round's worth of idle time too.
+            await asyncio.sleep(0.1)
+    await scraper.close()
     return timings
 
 

@@ -1,9 +1,9 @@
-"""HTTP bodies read with a size cap, whichever side of the connection we are on.
+"""HTTP request bodies read with a size cap.
 
-`pushserver.routes` reads request bodies (`POST /publish`, `POST /admin/shed`) and
-`adapter.scrape` reads workers' /metrics responses through `read_capped`: a declared length over
-the cap is refused before reading, and a body without one is cut off as soon as it passes it,
-so a hostile peer never makes us buffer more than `limit` bytes.
+`pushserver.routes` reads request bodies (`POST /publish`, `POST /admin/shed`) through
+`read_capped`: a declared length over the cap is refused before reading, and a body without one
+is cut off as soon as it passes it, so a hostile peer never makes us buffer more than `limit`
+bytes.
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 import yaml
 from aiohttp import web
@@ -52,46 +51,46 @@ async def counted_pod(tmp_path: Path) -> AsyncIterator[tuple[Path, list[int]]]:
 async def test_requests_share_a_round_and_scrape_again_only_when_stale(counted_pod):
     pods_file, hits = counted_pod
     clock = Clock()
-    async with aiohttp.ClientSession() as session:
-        rounds = Rounds(
-            Scraper(session, ScrapeSettings(timeout_seconds=1)),
-            StaticDiscovery(pods_file),
-            interval_seconds=1,
-            max_age_seconds=2,
-            keep_seconds=keep_seconds(10, 1),
-            clock=clock,
-        )
-        answers = await asyncio.gather(*(rounds.fresh() for _ in range(50)))
-        assert {answer[-1].number for answer in answers} == {1}
-        assert len(hits) == 1, "50 concurrent requests, one scrape"
+    scraper = Scraper(ScrapeSettings(timeout_seconds=1))
+    rounds = Rounds(
+        scraper,
+        StaticDiscovery(pods_file),
+        interval_seconds=1,
+        max_age_seconds=2,
+        keep_seconds=keep_seconds(10, 1),
+        clock=clock,
+    )
+    answers = await asyncio.gather(*(rounds.fresh() for _ in range(50)))
+    assert {answer[-1].number for answer in answers} == {1}
+    assert len(hits) == 1, "50 concurrent requests, one scrape"
 
-        clock.now += 1.9
-        assert (await rounds.fresh())[-1].number == 1, "still fresh: answered from memory"
-        clock.now += 0.2
-        assert (await rounds.fresh())[-1].number == 2, "stale: a new round"
-        assert len(hits) == 2
+    clock.now += 1.9
+    assert (await rounds.fresh())[-1].number == 1, "still fresh: answered from memory"
+    clock.now += 0.2
+    assert (await rounds.fresh())[-1].number == 2, "stale: a new round"
+    assert len(hits) == 2
 
-        for _ in range(12):
-            clock.now += 1
-            await rounds.next_round()
-        kept = rounds.history
-        assert kept[-1].started_at - kept[0].started_at <= 11
-        assert len(kept) == 12, "rounds older than the rate window plus an interval are dropped"
+    for _ in range(12):
+        clock.now += 1
+        await rounds.next_round()
+    kept = rounds.history
+    assert kept[-1].started_at - kept[0].started_at <= 11
+    assert len(kept) == 12, "rounds older than the rate window plus an interval are dropped"
 
 
 async def test_a_caller_that_gives_up_does_not_cancel_the_round_others_wait_for(counted_pod):
     pods_file, hits = counted_pod
-    async with aiohttp.ClientSession() as session:
-        rounds = Rounds(
-            Scraper(session, ScrapeSettings(timeout_seconds=1)),
-            StaticDiscovery(pods_file),
-            interval_seconds=1,
-            max_age_seconds=2,
-            keep_seconds=10,
-        )
-        impatient = asyncio.create_task(rounds.fresh())
-        patient = asyncio.create_task(rounds.fresh())
-        await asyncio.sleep(0.01)
-        impatient.cancel()
-        finished = await patient
+    scraper = Scraper(ScrapeSettings(timeout_seconds=1))
+    rounds = Rounds(
+        scraper,
+        StaticDiscovery(pods_file),
+        interval_seconds=1,
+        max_age_seconds=2,
+        keep_seconds=10,
+    )
+    impatient = asyncio.create_task(rounds.fresh())
+    patient = asyncio.create_task(rounds.fresh())
+    await asyncio.sleep(0.01)
+    impatient.cancel()
+    finished = await patient
     assert finished[-1].number == 1 and len(hits) == 1

@@ -9,7 +9,6 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -82,11 +81,10 @@ async def test_bad_targets_each_get_their_reason_and_the_good_one_is_read(bad_ta
         )
     ]  # fmt: skip
     settings = ScrapeSettings(timeout_seconds=0.5, max_body_bytes=64 * 1024)
-    async with aiohttp.ClientSession() as session:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        readings = await Scraper(session, settings).round(targets)
-        elapsed = loop.time() - started
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    readings = await Scraper(settings).round(targets)
+    elapsed = loop.time() - started
     reasons = [readings[t].error for t in targets]
     assert readings[targets[0]].samples == {"socket_io_connected": {(): 7.0}}
     assert reasons[0] is None
@@ -107,17 +105,17 @@ async def test_a_real_pod_sums_exactly_and_a_stopped_worker_leaves_it_out(
     targets = [
         Target("ns", push_server.name, w, push_server.metrics_url(w)) for w in push_server.workers
     ]
-    async with aiohttp.ClientSession() as session:
-        scraper = Scraper(session, ScrapeSettings())
-        readings = await scraper.round(targets)
-        whole = pod_reading(2, list(readings.values()), "socket_io_connected",
-                            parse_selector(None), Combine.SUM)  # fmt: skip
-        assert whole.value == 30
+    scraper = Scraper(ScrapeSettings())
+    readings = await scraper.round(targets)
+    whole = pod_reading(2, list(readings.values()), "socket_io_connected",
+                        parse_selector(None), Combine.SUM)  # fmt: skip
+    assert whole.value == 30
 
-        dead = Target("ns", push_server.name, 1, f"http://127.0.0.1:{_dead_port()}/metrics")
-        readings = await scraper.round([targets[0], dead])
-        partial = pod_reading(2, list(readings.values()), "socket_io_connected",
-                              parse_selector(None), Combine.SUM)  # fmt: skip
+    dead = Target("ns", push_server.name, 1, f"http://127.0.0.1:{_dead_port()}/metrics")
+    readings = await scraper.round([targets[0], dead])
+    partial = pod_reading(2, list(readings.values()), "socket_io_connected",
+                          parse_selector(None), Combine.SUM)  # fmt: skip
+    await scraper.close()
     assert partial.value is None
     assert partial.reason == "worker 1: connection refused"
 
@@ -126,13 +124,12 @@ async def test_the_threaded_scraper_reads_on_its_own_loop_and_answers_the_same(
     push_server: RunningServer, viewers
 ):
     from adapter.scrape import ThreadedScraper
-    from adapter.server import scrape_session
 
     await viewers(push_server.url, 4)
     targets = [
         Target("ns", push_server.name, w, push_server.metrics_url(w)) for w in push_server.workers
     ]
-    scraper = ThreadedScraper(ScrapeSettings(), scrape_session)
+    scraper = ThreadedScraper(ScrapeSettings())
     try:
         readings = await scraper.round(targets)
     finally:
@@ -144,9 +141,8 @@ async def test_the_threaded_scraper_reads_on_its_own_loop_and_answers_the_same(
 
 async def test_closing_the_threaded_scraper_ends_a_round_in_flight(bad_targets):
     from adapter.scrape import ThreadedScraper
-    from adapter.server import scrape_session
 
-    scraper = ThreadedScraper(ScrapeSettings(timeout_seconds=5), scrape_session)
+    scraper = ThreadedScraper(ScrapeSettings(timeout_seconds=5))
     in_flight = asyncio.create_task(scraper.round([Target("ns", "slow", 0, f"{bad_targets}/slow")]))
     await asyncio.sleep(0.2)
     scraper.close()
@@ -160,8 +156,7 @@ async def test_untrusted_bodies_carry_their_code(bad_targets):
     paths = ("/good", "/malformed", "/latin1", "/nan", "/error", "/huge", "/slow")
     targets = [Target("ns", "pod", i, f"{bad_targets}{path}") for i, path in enumerate(paths)]
     settings = ScrapeSettings(timeout_seconds=0.5, max_body_bytes=64 * 1024)
-    async with aiohttp.ClientSession() as session:
-        readings = await Scraper(session, settings).round(targets)
+    readings = await Scraper(settings).round(targets)
     kinds = [readings[t].error_kind for t in targets]
     assert kinds == [None, "malformed", "malformed", "not_finite", "http_status", "too_large",
                      "timeout"]  # fmt: skip
@@ -184,10 +179,9 @@ async def test_a_bug_while_reading_one_target_is_its_internal_error_only(
         Target("ns", "a", 0, f"{bad_targets}/good"),
         Target("ns", "b", 0, f"{bad_targets}/nan"),
     ]
-    async with aiohttp.ClientSession() as session:
-        scraper = Scraper(session, ScrapeSettings(timeout_seconds=0.5))
-        for _ in range(3):
-            readings = await scraper.round(targets)
+    scraper = Scraper(ScrapeSettings(timeout_seconds=0.5))
+    for _ in range(3):
+        readings = await scraper.round(targets)
     assert (readings[targets[0]].error_kind, readings[targets[0]].error) == (
         "internal_error", "internal error: KeyError"
     )  # fmt: skip
