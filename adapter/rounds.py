@@ -39,6 +39,7 @@ class Rounds:
         interval_seconds: float,
         max_age_seconds: float,
         keep_seconds: float,
+        spacing_seconds: float = 0.0,
         on_round: Callable[[Round], None] = lambda _: None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -47,6 +48,7 @@ class Rounds:
         self._interval = interval_seconds
         self._max_age = max_age_seconds
         self._keep = keep_seconds
+        self._spacing = spacing_seconds
         self._on_round = on_round
         self._clock = clock
         self._history: collections.deque[Round] = collections.deque()
@@ -111,7 +113,10 @@ class Rounds:
             pods,
             {key: tuple(value) for key, value in by_pod.items()},
         )
-        self._history.append(finished)
+        history = self._history
+        if len(history) >= 2 and history[-1].started_at - history[-2].started_at < self._spacing:
+            history.pop()  # kept only while it was the latest: too close to the one before
+        history.append(finished)
         while self._history and self._history[0].started_at < finished.started_at - self._keep:
             self._history.popleft()
         self._on_round(finished)
@@ -126,3 +131,13 @@ def keep_seconds(rate_window_seconds: float, interval_seconds: float) -> float:
     """How long rounds are kept: a whole rate window plus one interval, so the oldest point of
     the window is still there when the window slides."""
     return rate_window_seconds + interval_seconds
+
+
+# Points a rate window keeps (about): Prometheus's rate over [5m] at a 30 s scrape has 10.
+POINTS_PER_WINDOW = 12
+
+
+def spacing_seconds(rate_window_seconds: float, interval_seconds: float) -> float:
+    """How far apart kept rounds are at least: a dozen points a window, never closer than
+    every round."""
+    return max(interval_seconds, rate_window_seconds / POINTS_PER_WINDOW)

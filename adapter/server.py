@@ -28,7 +28,7 @@ from adapter.errors import StartupError
 from adapter.instruments import Instruments
 from adapter.kube import KubeApi, KubeError
 from adapter.pods import StaticPodsError
-from adapter.rounds import Rounds, keep_seconds
+from adapter.rounds import Rounds, keep_seconds, spacing_seconds
 from adapter.scrape import ScrapeSettings, ThreadedScraper
 from adapter.settings import AdapterSettings
 from pushkit.program import write_ready_file
@@ -66,6 +66,9 @@ async def serve(settings: AdapterSettings) -> int:
         interval_seconds=settings.scrape_interval_seconds,
         max_age_seconds=settings.max_value_age_seconds,
         keep_seconds=keep_seconds(settings.rate_window_seconds, settings.scrape_interval_seconds),
+        spacing_seconds=spacing_seconds(
+            settings.rate_window_seconds, settings.scrape_interval_seconds
+        ),
         on_round=lambda finished: instruments.observe_round(finished, report),
     )
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import yaml
 from aiohttp import web
 
 from adapter.discovery import StaticDiscovery
-from adapter.rounds import Rounds, keep_seconds
+from adapter.rounds import Rounds, keep_seconds, spacing_seconds
 from adapter.scrape import Scraper, ScrapeSettings
 from tests.conftest import free_port_block
 
@@ -94,3 +95,29 @@ async def test_a_caller_that_gives_up_does_not_cancel_the_round_others_wait_for(
     impatient.cancel()
     finished = await patient
     assert finished[-1].number == 1 and len(hits) == 1
+
+
+async def test_kept_rounds_are_spaced_for_rates_and_the_latest_is_always_there(counted_pod):
+    pods_file, hits = counted_pod
+    clock = Clock()
+    scraper = Scraper(ScrapeSettings(timeout_seconds=1))
+    rounds = Rounds(
+        scraper,
+        StaticDiscovery(pods_file),
+        interval_seconds=1,
+        max_age_seconds=2,
+        keep_seconds=keep_seconds(60, 1),
+        spacing_seconds=spacing_seconds(60, 1),
+        clock=clock,
+    )
+    for second in range(90):
+        latest = await rounds.next_round()
+        kept = rounds.history
+        assert kept[-1] is latest, f"second {second}: the latest round is always kept"
+        starts = [r.started_at for r in kept[:-1]]
+        assert all(b - a >= 5 for a, b in itertools.pairwise(starts)), "a dozen points a window"
+        clock.now += 1
+    assert len(hits) == 90
+    assert 12 <= len(kept) <= 14, [r.started_at - clock.now for r in kept]
+    assert kept[-1].started_at - kept[0].started_at <= 61
+    await scraper.close()
