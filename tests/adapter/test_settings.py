@@ -40,7 +40,7 @@ def test_environment_twins_and_flags_winning():
         (["--tls-cert-file", "a.crt"], {}, "give both --tls-cert-file and --tls-private-key-file"),
         (["--scrape-interval-seconds", "2"], {}, "values could be served older than promised"),
         (["--scrape-timeout-seconds", "0"], {}, "--scrape-timeout-seconds must be > 0"),
-        (["--rate-window-seconds", "1"], {}, "at least two scrape intervals"),
+        (["--rate-window-seconds", "0.9"], {}, "at least two scrape intervals"),
         (["--max-scrape-bytes", "10"], {}, "at least 1024"),
         (["--log-level", "loud"], {}, "--log-level must be one of"),
     ],
