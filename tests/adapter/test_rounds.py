@@ -6,6 +6,7 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -23,6 +24,17 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def one_second_rounds(pods_file: Path, keep: float, **options: Any) -> Rounds:
+    return Rounds(
+        Scraper(ScrapeSettings(timeout_seconds=1)),
+        StaticDiscovery(pods_file),
+        interval_seconds=1,
+        max_age_seconds=2,
+        keep_seconds=keep,
+        **options,
+    )
 
 
 @pytest.fixture
@@ -52,15 +64,7 @@ async def counted_pod(tmp_path: Path) -> AsyncIterator[tuple[Path, list[int]]]:
 async def test_requests_share_a_round_and_scrape_again_only_when_stale(counted_pod):
     pods_file, hits = counted_pod
     clock = Clock()
-    scraper = Scraper(ScrapeSettings(timeout_seconds=1))
-    rounds = Rounds(
-        scraper,
-        StaticDiscovery(pods_file),
-        interval_seconds=1,
-        max_age_seconds=2,
-        keep_seconds=keep_seconds(10, 1),
-        clock=clock,
-    )
+    rounds = one_second_rounds(pods_file, keep_seconds(10, 1), clock=clock)
     answers = await asyncio.gather(*(rounds.fresh() for _ in range(50)))
     assert {answer[-1].number for answer in answers} == {1}
     assert len(hits) == 1, "50 concurrent requests, one scrape"
@@ -81,14 +85,7 @@ async def test_requests_share_a_round_and_scrape_again_only_when_stale(counted_p
 
 async def test_a_caller_that_gives_up_does_not_cancel_the_round_others_wait_for(counted_pod):
     pods_file, hits = counted_pod
-    scraper = Scraper(ScrapeSettings(timeout_seconds=1))
-    rounds = Rounds(
-        scraper,
-        StaticDiscovery(pods_file),
-        interval_seconds=1,
-        max_age_seconds=2,
-        keep_seconds=10,
-    )
+    rounds = one_second_rounds(pods_file, 10)
     impatient = asyncio.create_task(rounds.fresh())
     patient = asyncio.create_task(rounds.fresh())
     await asyncio.sleep(0.01)
@@ -100,15 +97,8 @@ async def test_a_caller_that_gives_up_does_not_cancel_the_round_others_wait_for(
 async def test_kept_rounds_are_spaced_for_rates_and_the_latest_is_always_there(counted_pod):
     pods_file, hits = counted_pod
     clock = Clock()
-    scraper = Scraper(ScrapeSettings(timeout_seconds=1))
-    rounds = Rounds(
-        scraper,
-        StaticDiscovery(pods_file),
-        interval_seconds=1,
-        max_age_seconds=2,
-        keep_seconds=keep_seconds(60, 1),
-        spacing_seconds=spacing_seconds(60, 1),
-        clock=clock,
+    rounds = one_second_rounds(
+        pods_file, keep_seconds(60, 1), spacing_seconds=spacing_seconds(60, 1), clock=clock
     )
     for second in range(90):
         latest = await rounds.next_round()
@@ -120,4 +110,3 @@ async def test_kept_rounds_are_spaced_for_rates_and_the_latest_is_always_there(c
     assert len(hits) == 90
     assert 12 <= len(kept) <= 14, [r.started_at - clock.now for r in kept]
     assert kept[-1].started_at - kept[0].started_at <= 61
-    await scraper.close()
