@@ -34,6 +34,7 @@ from pushserver.exposition import ProcessCollector, WorkerIdentity, worker_regis
 from pushserver.fanout import PublishFailed, RoomFanout
 from pushserver.fanout_messages import max_message_bytes
 from pushserver.httpguard import HttpGuard, guarded_http
+from pushserver.polling import Polling
 from pushserver.push import PushServer
 from pushserver.redis_access import RedisAccess
 from pushserver.routes import client_port_app, worker_port_app
@@ -76,6 +77,7 @@ class Worker:
             publish_token=settings.publish_token,
             max_publish_bytes=settings.max_publish_bytes,
             is_ready=lambda: not self.stats.draining,
+            polling=Polling(self.sio.eio),
         )
         identity = WorkerIdentity(settings.pod_name, index, version("pushscale"))
         self.process = ProcessCollector()

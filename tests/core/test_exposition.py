@@ -48,6 +48,21 @@ def test_seed_names_and_types():
     assert "process_resident_memory_bytes" in got
 
 
+def test_sockets_by_transport_and_protocol():
+    stats = WorkerStats()
+    stats.sockets.update({("websocket", "4"): 5, ("polling", "3"): 2})
+    stats.handoffs["ok"] += 3
+    got = families(stats)
+    assert got["pushscale_sockets"] == (
+        "gauge",
+        {
+            (("protocol", "3"), ("transport", "polling")): 2,
+            (("protocol", "4"), ("transport", "websocket")): 5,
+        },
+    )
+    assert got["pushscale_handoffs"] == ("counter", {(("result", "ok"),): 3})
+
+
 def test_every_family_declares_how_workers_combine():
     served = {
         name for name in families(WorkerStats()) if name.startswith(("socket_io_", "pushscale_"))
