@@ -579,7 +579,7 @@ class EngineProtocol(asyncio.Protocol):
         if method != "GET" or url.path.rstrip("/") != "/socket.io":
             self._http_error(404, "not found")
         elif refusal is not None or handshake is None:
-            refusal = refusal or eio.Refusal.BAD_REQUEST
+            refusal = eio.Refusal.BAD_REQUEST if refusal is None else refusal  # 0 is falsy
             self._engine_error(int(refusal), refusal.message)
         elif engine.allowed_origins is not None and headers.get("origin") not in (
             engine.allowed_origins
