@@ -64,6 +64,9 @@ SLOW_CLIENT_BYTES = 4 * 1024 * 1024
 _MAX_HANDSHAKE_BYTES = 16 * 1024
 # How long a closing socket waits for the client's close frame (RFC 6455 §7.1.1).
 CLOSE_TIMEOUT_SECONDS = 5.0
+# How long an upgrading websocket may take to send `2probe` and `5`: engine.io-client sends
+# both within a round trip or two; a probe left hanging would hold a socket no session counts.
+PROBE_TIMEOUT_SECONDS = 10.0
 # Engine.io v4 packet types a client sends.
 _PONG, _MESSAGE, _CLOSE, _PING, _UPGRADE, _NOOP = "3", "4", "1", "2", "5", "6"
 
@@ -555,6 +558,12 @@ class EngineProtocol(asyncio.Protocol):
                 self.close(ws.PROTOCOL_ERROR, "malformed_packet")
                 return
 
+    def _probe_expired(self) -> None:
+        if self._probing is not None:
+            self._probing = None
+            self.engine.stats.client_error("probe_timeout")
+            self.close(ws.GOING_AWAY, "probe_timeout")
+
     def _upgrade(self, request: bytes) -> None:
         lines = request.decode("latin-1").split("\r\n")
         method, _, rest = lines[0].partition(" ")
@@ -599,6 +608,8 @@ class EngineProtocol(asyncio.Protocol):
             )
             if probed is not None:
                 self._probing = probed
+                loop = asyncio.get_running_loop()
+                loop.call_later(PROBE_TIMEOUT_SECONDS, self._probe_expired)
                 return
             peer = self.transport.get_extra_info("peername") if self.transport else None
             environ = {"QUERY_STRING": url.query, "REMOTE_ADDR": peer[0] if peer else ""}
