@@ -314,3 +314,24 @@ async def test_eio3_refused_when_turned_off(server_factory):
         await websockets.connect(
             f"ws://127.0.0.1:{server.port}/socket.io/?EIO=3&transport=websocket"
         )
+
+
+async def test_polling_sessions_fill_max_connections_and_spend_the_event_budget(server_factory):
+    server = server_factory(workers=1, extra=["--max-connections", "1"])
+    client, second = PollingClient(server), PollingClient(server)
+    try:
+        await connect_v4(client)
+        response = await second.http.get("/socket.io/", params=second.params())
+        assert response.status_code == 503
+        assert await server.total("pushscale_connections_rejected_total", reason="overload") == 1
+        # Noops spend the budget like websocket frames: 2 x burst (40) of them is a flood.
+        for _ in range(2):
+            await client.post(*["6"] * 64)
+        await eventually(
+            lambda: _total_is(server, "socket_io_connected", 0), what="the flood disconnect"
+        )
+        assert await server.total("pushscale_client_errors_total", reason="flood") == 1
+        assert "Traceback" not in server.log()
+    finally:
+        await client.close()
+        await second.close()
