@@ -45,6 +45,7 @@ from pushserver.routes import client_port_app, worker_port_app
 from pushserver.settings import ServerSettings
 from pushserver.shedding import Shedder
 from pushserver.stats import WorkerStats
+from pushserver.wsprotocol import protocol_factory
 
 log = logging.getLogger("pushserver.worker")
 
@@ -114,7 +115,8 @@ class Worker:
                 routes,
                 http=guard("client"),
                 # Plain HTTP goes to `routes`; every websocket upgrade to the engine.
-                ws=self.sio.eio.protocol_factory(),
+                # uvicorn's type says a class; any callable making a protocol will do.
+                ws=protocol_factory(self.sio.eio),  # type: ignore[arg-type]
                 **common,  # type: ignore[arg-type]
             )
         )

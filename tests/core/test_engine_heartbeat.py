@@ -1,6 +1,7 @@
 """engine: the heartbeat wheel and session bookkeeping, driven second by second.
 
-`Wire` stands in for `EngineProtocol`, the socket side; the engine logic under test is real.
+`Wire` stands in for `wsprotocol.EngineProtocol`, the socket side; the engine logic under test
+is real.
 """
 
 from __future__ import annotations
