@@ -338,3 +338,18 @@ async def test_polling_sessions_fill_max_connections_and_spend_the_event_budget(
     finally:
         await client.close()
         await second.close()
+
+
+async def test_v3_over_websocket_alone(four_workers):
+    server = four_workers
+    url = f"ws://127.0.0.1:{server.port}/socket.io/?EIO=3&transport=websocket"
+    async with websockets.connect(url) as ws:
+        opening = await ws.recv()
+        assert isinstance(opening, str) and json.loads(opening[1:])["upgrades"] == []
+        assert await ws.recv() == "40"
+        await ws.send("2")
+        assert await ws.recv() == "3"
+        await ws.send('421["joinByGameId",{"gameId":"ws3"}]')
+        reply = await ws.recv()
+        assert isinstance(reply, str) and reply.startswith("431[")
+        assert await server.total("pushscale_sockets", transport="websocket", protocol="3") == 1
