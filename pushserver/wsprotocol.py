@@ -133,6 +133,12 @@ class EngineProtocol(asyncio.Protocol):
             elif message.opcode == ws.CLOSE:
                 code = ws.close_code_of(message.data)  # type: ignore[arg-type]
                 self.engine.close(session, code, self.engine.reason.CLIENT_DISCONNECT)
+                # Our answering close frame is queued; the handshake is complete, so the TCP
+                # connection goes now rather than after CLOSE_TIMEOUT_SECONDS (RFC 6455 §7.1.1:
+                # the server closes first).
+                if self.transport is not None:
+                    self.transport.close()
+                return
 
     @property
     def open(self) -> bool:
