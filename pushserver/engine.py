@@ -246,7 +246,11 @@ class Engine:
         sid = self.generate_id()
         now = self.clock()
         budget = EventBudget.full(self.event_rate, self.event_burst, now)
-        session = Session(sid, protocol, self._second() % self.ping_interval, budget, version)
+        # The slot of the second that has just been beaten, so the first PING comes a whole
+        # pingInterval after the open, as engine.io's does (this second's slot may not have
+        # been beaten yet: a session opened now would be pinged at once).
+        slot = (self._second() - 1) % self.ping_interval
+        session = Session(sid, protocol, slot, budget, version)
         session.last_ping = now
         self.sessions[sid] = session
         self.stats.engine_sessions += 1
