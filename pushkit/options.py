@@ -74,6 +74,10 @@ def add_options(parser: argparse.ArgumentParser, options: Sequence[Option], pref
         if option.convert is switch:
             parser.add_argument(option.flag, dest=option.dest, action="store_const", const="true",
                                 help=help_text)  # fmt: skip
+            # `--no-flag` turns off a switch that is on by default (or by its variable).
+            negated = "--no-" + option.flag.removeprefix("--")
+            parser.add_argument(negated, dest=option.dest, action="store_const", const="false",
+                                help=argparse.SUPPRESS)  # fmt: skip
         else:
             parser.add_argument(option.flag, dest=option.dest, help=help_text)
 

@@ -1,9 +1,14 @@
-"""engine.io v4 over websocket, built for hundreds of thousands of idle sockets.
+"""engine.io (v4, and v3 for socket.io 2.x clients), built for hundreds of thousands of idle
+websockets; long-polling too.
 
 python-socketio's `AsyncServer` runs on top of an engine.io server; `pushserver.push.PushServer`
 gives it this `Engine` instead of python-engineio's. uvicorn keeps serving plain HTTP and hands
-every websocket upgrade to `EngineProtocol` (its `ws` protocol factory), which speaks RFC 6455
-(`pushserver.websocket`) and engine.io directly on the socket.
+every websocket upgrade to `pushserver.wsprotocol.EngineProtocol` (its `ws` protocol factory),
+which speaks RFC 6455 (`pushserver.websocket`) and engine.io directly on the socket.
+Long-polling requests reach `pushserver.polling` through the client port's routes; a polling
+session upgrades to a websocket there (the `2probe`/`3probe`/`5` handshake) and keeps its
+session (`Engine.switch_transport`). The wire formats are
+`pushserver.eio`'s.
 
 Why not python-engineio: it keeps an asyncio queue, a writer task, a heartbeat task and a
 pending `wait_for` per connection, plus the whole ASGI scope and a request class of its own —
@@ -18,28 +23,28 @@ socket.io layer spends it for MESSAGE frames, this engine for the rest (pings, p
 no kind of frame floods for free. A session that has not connected a socket.io namespace within
 `connect_timeout` seconds is closed, as socket.io's own `connectTimeout` does.
 
-Only the websocket transport exists: long-polling cannot work across workers without sticky
-sessions. A polling request gets engine.io's own "Transport unknown" error.
+A session's transport is whatever object `Session.protocol` holds: an `EngineProtocol`, or a
+`polling.PollingTransport` (a small queue and at most one waiting GET). The heartbeat, budget,
+connect timeout, slow-client and close rules are the same for both. In engine.io v3 the client
+pings and the server answers; a v3 session that sent no ping within pingInterval + pingTimeout
+is closed at its next heartbeat slot. A session id names its worker (`eio.new_sid`), so a
+polling request that lands on a sibling worker is handed to the owner (`pushserver.handoff`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
-import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from functools import partial
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, Protocol
 
 import engineio
 from engineio import packet as eio_packet
 
 from pushkit.logs import LogLimiter
+from pushserver import eio
 from pushserver import websocket as ws
 from pushserver.ratelimit import EventBudget, Verdict
 from pushserver.stats import WorkerStats
@@ -54,26 +59,44 @@ CONNECT_TIMEOUT_SECONDS = 45.0
 # Unsent bytes a client may fall behind by (a burst of events it has not read yet) before it
 # counts as gone; a viewer on a dead mobile link would otherwise hold memory forever.
 SLOW_CLIENT_BYTES = 4 * 1024 * 1024
-_MAX_HANDSHAKE_BYTES = 16 * 1024
-# How long a closing socket waits for the client's close frame (RFC 6455 §7.1.1).
-CLOSE_TIMEOUT_SECONDS = 5.0
-# Engine.io v4 packet types a client sends.
+# engine.io packet types a client sends.
 _PONG, _MESSAGE, _CLOSE, _PING, _UPGRADE, _NOOP = "3", "4", "1", "2", "5", "6"
 
 Handler = Callable[..., Awaitable[Any]]
 
 
+class Transport(Protocol):
+    """What a session writes to: a websocket (`EngineProtocol`) or a polling queue."""
+
+    kind: str  # "websocket" or "polling"
+
+    def write_text(self, text: str) -> None: ...
+
+    def write_binary(self, data: bytes) -> None: ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+    def upgraded_to(self, protocol: Transport) -> None:
+        """The session now goes on over `protocol`: hand it what this one still holds."""
+
+
 class Session:
-    """One engine.io session: a websocket and what the engine knows about it."""
+    """One engine.io session: its transport and what the engine knows about it."""
 
     __slots__ = (
-        "awaiting_pong", "budget", "closed", "inbox", "processing", "protocol", "sid", "slot",
-        "store",
+        "awaiting_pong", "budget", "closed", "inbox", "last_ping", "processing", "protocol",
+        "sid", "slot", "store", "version",
     )  # fmt: skip
 
-    def __init__(self, sid: str, protocol: EngineProtocol, slot: int, budget: EventBudget) -> None:
+    def __init__(
+        self, sid: str, protocol: Transport, slot: int, budget: EventBudget, version: int = 4
+    ) -> None:
         self.sid = sid
         self.protocol = protocol
+        # The engine.io protocol version: 3 (the client pings) or 4 (the server pings).
+        self.version = version
+        # v3: when the client last pinged (or the session opened).
+        self.last_ping = 0.0
         # Every frame the client sends spends from it, whatever its kind.
         self.budget = budget
         # The second of the ping interval at which this session is pinged.
@@ -105,11 +128,16 @@ class Engine:
         event_burst: int = 40,
         connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        worker: int = 0,
+        allow_eio3: bool = True,
         **_library_options: Any,
     ) -> None:
-        """`refusal()` says why a new websocket must be refused now (or None); the other
+        """`refusal()` says why a new websocket must be refused now (or None); `worker` is
+        this worker's index, the first character of every session id it makes. The other
         library options (logger, json, async_handlers) do not apply here."""
         self.stats = stats
+        self.worker = worker
+        self.allow_eio3 = allow_eio3
         self.clock = clock
         self.event_rate = event_rate
         self.event_burst = event_burst
@@ -127,12 +155,14 @@ class Engine:
         # The timeout is the same for all, so insertion order is deadline order.
         self._unconnected: dict[Session, float] = {}
         self._handlers: dict[str, Handler] = {}
-        self._open_payload = ""
         # Timer wheels, one slot per second of the ping interval: sessions to ping at that
         # second, and sessions whose pong is due by that second.
         self._to_ping: list[set[Session]] = [set() for _ in range(ping_interval)]
         self._due: list[list[Session]] = [[] for _ in range(ping_interval)]
         self._heartbeat: asyncio.Task[None] | None = None
+        # Called with each session the engine closes (polling keeps a closed one for its
+        # client's next GET, which gets the CLOSE packet).
+        self.on_closed: Callable[[Session], None] | None = None
 
     # -- the interface python-socketio calls ------------------------------------------------
 
@@ -143,6 +173,9 @@ class Engine:
         session = self.sessions.get(sid)
         if session is not None:
             if isinstance(data, str):
+                if session.version == 3 and data.startswith('0{"sid"'):
+                    # socket.io v2's CONNECT of the default namespace carries nothing.
+                    data = "0"
                 session.protocol.write_text(_MESSAGE + data)
             else:
                 session.protocol.write_binary(data)
@@ -167,10 +200,11 @@ class Engine:
             self.close(session, ws.NORMAL, self.reason.SERVER_DISCONNECT)
 
     def generate_id(self) -> str:
-        return base64.urlsafe_b64encode(secrets.token_bytes(15)).decode()
+        return eio.new_sid(self.worker)
 
     def transport(self, sid: str) -> str:
-        return "websocket"
+        session = self.sessions.get(sid)
+        return "websocket" if session is None else session.protocol.kind
 
     def start_background_task(
         self, target: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
@@ -196,19 +230,7 @@ class Engine:
 
     # -- ours -------------------------------------------------------------------------------
 
-    def protocol_factory(self) -> Callable[..., EngineProtocol]:
-        """What uvicorn's `ws` setting takes: it builds one protocol per websocket upgrade."""
-        return partial(EngineProtocol, engine=self)
-
     def start(self) -> None:
-        self._open_payload = json.dumps(
-            {
-                "upgrades": [],
-                "pingInterval": self.ping_interval * 1000,
-                "pingTimeout": self.ping_timeout * 1000,
-                "maxPayload": self.max_payload_bytes,
-            }
-        )[1:]
         self._heartbeat = asyncio.ensure_future(self._beat_forever())
 
     def close_transport(self, sid: str, reason: str) -> bool:
@@ -220,18 +242,41 @@ class Engine:
         self.close(session, ws.GOING_AWAY, reason)
         return True
 
-    def open(self, protocol: EngineProtocol, environ: dict[str, str]) -> Session:
+    def open(self, protocol: Transport, environ: dict[str, str], version: int = 4) -> Session:
         sid = self.generate_id()
         now = self.clock()
         budget = EventBudget.full(self.event_rate, self.event_burst, now)
-        session = Session(sid, protocol, self._second() % self.ping_interval, budget)
+        # The slot of the second that has just been beaten, so the first PING comes a whole
+        # pingInterval after the open, as engine.io's does (this second's slot may not have
+        # been beaten yet: a session opened now would be pinged at once).
+        slot = (self._second() - 1) % self.ping_interval
+        session = Session(sid, protocol, slot, budget, version)
+        session.last_ping = now
         self.sessions[sid] = session
         self.stats.engine_sessions += 1
+        self.stats.sockets[(protocol.kind, str(version))] += 1
         self._unconnected[session] = now + self.connect_timeout
-        protocol.write_text(f'0{{"sid":"{sid}",{self._open_payload}')
+        upgrades = ["websocket"] if protocol.kind == "polling" else []
+        protocol.write_text(
+            eio.open_packet(
+                version, sid, upgrades=upgrades, ping_interval_ms=self.ping_interval * 1000,
+                ping_timeout_ms=self.ping_timeout * 1000, max_payload=self.max_payload_bytes,
+            )
+        )  # fmt: skip
         self._to_ping[session.slot].add(session)
         self.enqueue(session, self._handlers["connect"](sid, environ))
+        if version == 3:
+            # socket.io v2 clients never send a CONNECT for "/": the server connects them.
+            self.enqueue(session, self._handlers["message"](sid, "0"))
         return session
+
+    def switch_transport(self, session: Session, protocol: Transport) -> None:
+        """The upgrade's last step: the session goes on over `protocol`."""
+        old = session.protocol
+        self.stats.sockets[(old.kind, str(session.version))] -= 1
+        self.stats.sockets[(protocol.kind, str(session.version))] += 1
+        session.protocol = protocol
+        old.upgraded_to(protocol)
 
     def namespace_connected(self, sid: str) -> None:
         """The socket.io layer says this session joined a namespace: no connect timeout."""
@@ -263,6 +308,7 @@ class Engine:
         elif kind == _CLOSE:
             self.close(session, ws.NORMAL, self.reason.CLIENT_DISCONNECT)
         elif kind == _PING:  # engine.io v3 clients ping the server themselves
+            session.last_ping = self.clock()
             session.protocol.write_text(_PONG + text[1:])
         elif kind not in (_UPGRADE, _NOOP):
             self.reject(session.sid, ws.PROTOCOL_ERROR, "malformed_packet")
@@ -289,9 +335,12 @@ class Engine:
         session.closed = True
         if self.sessions.pop(session.sid, None) is not None:
             self.stats.engine_sessions -= 1
+            self.stats.sockets[(session.protocol.kind, str(session.version))] -= 1
         self._unconnected.pop(session, None)
         self._to_ping[session.slot].discard(session)
         session.protocol.close(code, reason)
+        if self.on_closed is not None:
+            self.on_closed(session)
         self.enqueue(session, self._handlers["disconnect"](session.sid, reason))
 
     def enqueue(self, session: Session, work: Awaitable[Any]) -> None:
@@ -348,203 +397,16 @@ class Engine:
         for session in self._due[slot]:
             if session.awaiting_pong and not session.closed:
                 self.close(session, ws.GOING_AWAY, self.reason.PING_TIMEOUT)
-        pinged = list(self._to_ping[slot])
-        for session in pinged:
+        pinged = []
+        # v3 clients ping on their own; one silent for longer than that allows is gone.
+        silent_since = self.clock() - self.ping_interval - self.ping_timeout
+        for session in list(self._to_ping[slot]):
+            if session.version == 3:
+                if session.last_ping < silent_since:
+                    self.close(session, ws.GOING_AWAY, self.reason.PING_TIMEOUT)
+                continue
+            pinged.append(session)
             session.awaiting_pong = True
             session.protocol.write_text(_PING)
         self._due[slot] = []
         self._due[(second + self.ping_timeout) % self.ping_interval].extend(pinged)
-
-
-class EngineProtocol(asyncio.Protocol):
-    """One websocket, from the upgrade request uvicorn passes on to the last byte."""
-
-    __slots__ = (
-        "_closing", "_handshake", "_reader", "connections", "engine", "session", "transport"
-    )  # fmt: skip
-
-    def __init__(
-        self,
-        config: Any,
-        server_state: Any,
-        app_state: Any,
-        _loop: Any = None,
-        *,
-        engine: Engine,
-    ) -> None:
-        self.engine = engine
-        self.connections: set[Any] = server_state.connections
-        self.transport: asyncio.Transport | None = None
-        self.session: Session | None = None
-        self._handshake: bytearray | None = bytearray()
-        self._reader = ws.FrameReader(engine.max_payload_bytes)
-        # Set once our close frame is out: we wait for the client's before closing the TCP
-        # connection, or the kernel would answer unread data with a reset and the client would
-        # lose what we sent last (an error event, the close frame itself).
-        self._closing: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.connections.add(self)
-        self.transport = transport  # type: ignore[assignment]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.connections.discard(self)
-        if self._closing is not None:
-            self._closing.cancel()
-        if self.session is not None:
-            self.engine.close(self.session, 1006, self.engine.reason.TRANSPORT_CLOSE)
-
-    def shutdown(self) -> None:
-        """uvicorn's graceful shutdown: say we are restarting, then go."""
-        if self.session is not None:
-            self.engine.close(self.session, ws.SERVICE_RESTART, "server shutting down")
-        elif self.transport is not None:
-            self.transport.close()
-
-    def data_received(self, data: bytes) -> None:
-        if self._handshake is not None:
-            self._handshake += data
-            end = self._handshake.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self._handshake) > _MAX_HANDSHAKE_BYTES:
-                    self._http_error(431, "request headers too large")
-                return
-            request, rest = bytes(self._handshake[:end]), bytes(self._handshake[end + 4 :])
-            self._handshake = None
-            self._upgrade(request)
-            if not rest or self.session is None:
-                return
-            data = rest
-        if self._closing is not None:
-            self._await_close_frame(data)
-            return
-        session = self.session
-        if session is None or session.closed:
-            return
-        stats = self.engine.stats
-        try:
-            messages = self._reader.feed(data)
-        except ws.ProtocolError as exc:
-            reason = "payload_too_large" if exc.code == ws.TOO_BIG else "malformed_packet"
-            stats.client_error(reason)
-            self.engine.close(session, exc.code, reason)
-            return
-        for message in messages:
-            stats.receive_bytes += message.size
-            if not self.open:  # an earlier message in this read closed the session
-                return
-            if message.opcode == ws.TEXT:
-                self.engine.received(session, message.data)  # type: ignore[arg-type]
-            elif message.opcode == ws.BINARY:
-                self.engine.received_binary(session, message.data)  # type: ignore[arg-type]
-            elif message.opcode == ws.PING:
-                if self.engine.control_admitted(session):
-                    self._write(ws.frame(ws.PONG, message.data))  # type: ignore[arg-type]
-            elif message.opcode == ws.CLOSE:
-                code = ws.close_code_of(message.data)  # type: ignore[arg-type]
-                self.engine.close(session, code, self.engine.reason.CLIENT_DISCONNECT)
-
-    @property
-    def open(self) -> bool:
-        return self.session is not None and not self.session.closed
-
-    def _upgrade(self, request: bytes) -> None:
-        lines = request.decode("latin-1").split("\r\n")
-        method, _, rest = lines[0].partition(" ")
-        target = rest.rpartition(" ")[0]
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        url = urlsplit(target)
-        query = {k: v[0] for k, v in parse_qs(url.query).items()}
-        engine = self.engine
-        if method != "GET" or url.path.rstrip("/") != "/socket.io":
-            self._http_error(404, "not found")
-        elif query.get("transport") != "websocket":
-            self._engine_error(0, "Transport unknown")
-        elif query.get("EIO") != "4":
-            self._engine_error(5, "Unsupported protocol version")
-        elif "sid" in query:
-            self._engine_error(1, "Session ID unknown")
-        elif engine.allowed_origins is not None and headers.get("origin") not in (
-            engine.allowed_origins
-        ):
-            self._engine_error(4, "Not an accepted origin")
-        elif headers.get("sec-websocket-version") != "13" or "sec-websocket-key" not in headers:
-            self._http_error(400, "not a websocket handshake")
-        elif (why := engine.refusal()) is not None:
-            engine.stats.rejected_connections[why] += 1
-            self._http_error(503, f"connection refused: {why}", retry_after=5)
-        else:
-            self._write(
-                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
-                + ws.accept_key(headers["sec-websocket-key"]).encode()
-                + b"\r\n\r\n"
-            )
-            peer = self.transport.get_extra_info("peername") if self.transport else None
-            environ = {"QUERY_STRING": url.query, "REMOTE_ADDR": peer[0] if peer else ""}
-            self.session = engine.open(self, environ)
-
-    def _engine_error(self, code: int, message: str) -> None:
-        self._http_error(400, json.dumps({"code": code, "message": message}), "application/json")
-
-    def _http_error(
-        self,
-        status: int,
-        body: str,
-        content_type: str = "text/plain; charset=utf-8",
-        retry_after: int | None = None,
-    ) -> None:
-        self._write(ws.http_error(status, body, content_type, retry_after))
-        if self.transport is not None:
-            self.transport.close()
-
-    def _writable(self) -> bool:
-        # Nothing may follow our close frame (RFC 6455 §5.5.1).
-        transport = self.transport
-        return transport is not None and not transport.is_closing() and self._closing is None
-
-    def _write(self, data: bytes) -> None:
-        if self._writable():
-            self.transport.write(data)  # type: ignore[union-attr]
-
-    def write_text(self, text: str) -> None:
-        if not self._writable():
-            return
-        transport = self.transport
-        assert transport is not None
-        payload = text.encode()
-        transport.write(ws.frame(ws.TEXT, payload))
-        self.engine.stats.transmit_bytes += len(payload)
-        if transport.get_write_buffer_size() > SLOW_CLIENT_BYTES and self.session is not None:
-            self.engine.stats.client_error("slow_client")
-            self.engine.close(self.session, ws.GOING_AWAY, "slow_client")
-
-    def write_binary(self, data: bytes) -> None:
-        if self._writable():
-            self.transport.write(ws.frame(ws.BINARY, data))  # type: ignore[union-attr]
-            self.engine.stats.transmit_bytes += len(data)
-
-    def close(self, code: int, reason: str) -> None:
-        """Start the closing handshake: our close frame now, the TCP close once the client
-        answers with its own, or after `CLOSE_TIMEOUT_SECONDS`."""
-        transport = self.transport
-        if transport is None or transport.is_closing() or self._closing is not None:
-            return
-        if code == 1006:  # the connection is already gone; there is nobody to tell
-            transport.close()
-            return
-        transport.write(ws.close_frame(code))
-        self._closing = asyncio.get_running_loop().call_later(
-            CLOSE_TIMEOUT_SECONDS, transport.close
-        )
-
-    def _await_close_frame(self, data: bytes) -> None:
-        try:
-            messages = self._reader.feed(data)
-        except ws.ProtocolError:
-            messages = [ws.Message(ws.CLOSE, b"", 0)]
-        if any(message.opcode == ws.CLOSE for message in messages) and self.transport:
-            self.transport.close()

@@ -15,6 +15,7 @@ import resource
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -38,8 +39,9 @@ class Family:
     kind: str  # "counter" or "gauge"
     help: str
     across_workers: Combine
-    read: Callable[[WorkerStats], float | Mapping[str, int]]
-    label: str | None = None
+    read: Callable[[WorkerStats], float | Mapping[Any, int]]
+    # One label (counts keyed by its value) or several (keyed by tuples of values).
+    label: str | tuple[str, ...] | None = None
 
 
 FAMILIES = (
@@ -48,6 +50,12 @@ FAMILIES = (
     Family("pushscale_engineio_sessions", "gauge",
            "Open engine.io sessions: connected sockets plus those not yet in a namespace",
            Combine.SUM, lambda s: s.engine_sessions),
+    Family("pushscale_sockets", "gauge",
+           "Open engine.io sessions by transport (websocket, polling) and engine.io version",
+           Combine.SUM, lambda s: s.sockets, ("transport", "protocol")),
+    Family("pushscale_handoffs_total", "counter",
+           "Connections handed to the sibling worker owning their session, by result",
+           Combine.SUM, lambda s: s.handoffs, "result"),
     Family("pushscale_http_connections", "gauge",
            "Open connections still speaking HTTP (not upgraded to a websocket), by port",
            Combine.SUM, lambda s: s.http_connections, "port"),
@@ -125,15 +133,17 @@ class StatsCollector(Collector):
         yield info
 
 
-def _metric(family: Family, value: float | Mapping[str, int]) -> Metric:
+def _metric(family: Family, value: float | Mapping[Any, int]) -> Metric:
     cls = CounterMetricFamily if family.kind == "counter" else GaugeMetricFamily
     if family.label is None:
         assert not isinstance(value, Mapping)
         return cls(family.name, family.help, value=value)
     assert isinstance(value, Mapping)
-    metric = cls(family.name, family.help, labels=[family.label])
+    several = isinstance(family.label, tuple)
+    labels = list(family.label) if isinstance(family.label, tuple) else [family.label]
+    metric = cls(family.name, family.help, labels=labels)
     for label_value, count in sorted(value.items()):
-        metric.add_metric([label_value], count)
+        metric.add_metric(list(label_value) if several else [label_value], count)
     return metric
 
 

@@ -11,16 +11,22 @@ every metric, until the worker ran out of files.
 - Beyond `max_connections` open HTTP connections on a port, a new one gets `503` at once.
 
 Both are counted in `rejected_connections` (`header_timeout`, `http_connections_full`).
+
+On the client port it also reads the request line of each request before uvicorn does: an
+engine.io request whose session belongs to a sibling worker leaves this worker with the bytes
+read so far (`pushserver.handoff`), and a connection handed to this worker starts with them.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from pushserver import websocket as ws
+from pushserver.handoff import Handoff
 from pushserver.stats import WorkerStats
 
 
@@ -31,16 +37,27 @@ class HttpGuard:
     port: str
     header_timeout: float
     max_connections: int
+    # The client port's: where requests for a sibling's sessions go.
+    handoff: Handoff | None = None
 
 
 _TIMEOUT = ws.http_error(408, "request headers not received in time")
 _FULL = ws.http_error(503, "too many HTTP connections")
+_UNAVAILABLE = ws.http_error(503, "the worker owning this session cannot take it now")
+# A request line longer than this is not one a handoff looks at (uvicorn judges it).
+_MAX_REQUEST_LINE = 8192
 
 
 class _GuardedHttp(HttpToolsProtocol):
     guard: HttpGuard
     _counted = False
     _header_timer: asyncio.TimerHandle | None = None
+    # Reading a new request's first line, to see whether it belongs to a sibling worker.
+    _peeking = True
+    _peeked = b""
+    _message_open = False
+    # A connection handed to this worker: the bytes its first worker had read.
+    handed_bytes: bytes | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -53,6 +70,41 @@ class _GuardedHttp(HttpToolsProtocol):
         guard.stats.http_connections[guard.port] += 1
         self._counted = True
         self._arm()
+        if self.handed_bytes is not None:
+            data, self.handed_bytes = self.handed_bytes, None
+            self.data_received(data)
+
+    def data_received(self, data: bytes) -> None:
+        handoff = self.guard.handoff
+        if not self._peeking or handoff is None:
+            super().data_received(data)
+            return
+        data = self._peeked + data
+        end = data.find(b"\r\n", 0, _MAX_REQUEST_LINE)
+        if end < 0 and len(data) < _MAX_REQUEST_LINE:
+            self._peeked = data
+            return
+        self._peeking, self._peeked = False, b""
+        owner = None if end < 0 else handoff.owner_of(data[:end])
+        if owner is None:
+            super().data_received(data)
+            return
+        sock = self.transport.get_extra_info("socket")
+        if handoff.send(owner, sock.fileno(), data):
+            # The owner has the connection now; closing our descriptor leaves it open.
+            self._uncount()
+            self.transport.close()
+        else:
+            self.transport.write(_UNAVAILABLE)
+            self.transport.close()
+
+    def on_message_begin(self) -> None:
+        self._message_open = True
+        super().on_message_begin()
+
+    def on_message_complete(self) -> None:
+        self._message_open = False
+        super().on_message_complete()
 
     def _arm(self) -> None:
         self._disarm()
@@ -85,6 +137,8 @@ class _GuardedHttp(HttpToolsProtocol):
         if not self.transport.is_closing():
             # The next request on this keep-alive connection gets the same time.
             self._arm()
+            # And may be for a sibling's session, unless the client already sent part of it.
+            self._peeking = not self._message_open and not self.pipeline
 
     def handle_websocket_upgrade(self) -> None:
         # From here the engine counts and times the connection.
@@ -99,3 +153,14 @@ class _GuardedHttp(HttpToolsProtocol):
 def guarded_http(guard: HttpGuard) -> type[HttpToolsProtocol]:
     """An HTTP protocol class for uvicorn's `http=` option, bound to `guard`."""
     return type("GuardedHttpToolsProtocol", (_GuardedHttp,), {"guard": guard})
+
+
+def handed_protocol(server: Any, data: bytes) -> Any:
+    """A protocol for a connection handed to this worker, as `server` (a started
+    `uvicorn.Server` using `guarded_http`) would make for one it accepted."""
+    config = server.config
+    protocol = config.http_protocol_class(
+        config=config, server_state=server.server_state, app_state=server.lifespan.state
+    )
+    protocol.handed_bytes = data
+    return protocol

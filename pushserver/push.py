@@ -1,12 +1,12 @@
 """The socket.io side of a worker: rooms per game, counted events, bad input contained.
 
 `pushserver.worker` builds one `PushServer` per worker process, on `pushserver.engine.Engine`
-(engine.io over websocket), which calls `_handle_eio_message` for every packet a client sends;
-this class spends the session's one event budget (`pushserver.ratelimit`, shared with the
-engine's control frames), decodes it with bounds (`pushserver.packets`), counts it and calls the
-event handlers below itself; python-socketio only keeps its connect/disconnect bookkeeping.
-Payloads are checked by `pushserver.payloads`. Room fan-out across workers and pods is
-`pushserver.fanout`'s job.
+(engine.io over websocket and long-polling), which calls `_handle_eio_message` for every packet
+a client sends; this class spends the session's one event budget (`pushserver.ratelimit`,
+shared with the engine's control frames), decodes it with bounds (`pushserver.packets`), counts
+it and calls the event handlers below itself; python-socketio only keeps its connect/disconnect
+bookkeeping. Payloads are checked by `pushserver.payloads`. Room fan-out across workers and pods
+is `pushserver.fanout`'s job.
 
 Whatever one client sends, the worst it can cause is its own disconnect: a packet that does not
 decode closes that client's transport with a protocol error (counted by cause, logged at most
@@ -69,6 +69,8 @@ class PushServer(socketio.AsyncServer):  # type: ignore[misc]
             event_burst=settings.event_burst,
             connect_timeout=settings.connect_timeout_seconds,
             clock=clock,
+            worker=worker,
+            allow_eio3=settings.allow_eio3,
         )
         self._settings = settings
         self._stats = stats

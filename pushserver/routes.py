@@ -1,7 +1,7 @@
 """HTTP endpoints of a worker.
 
-On the client port (shared by the workers, behind the socket.io ASGI app, which passes it every
-request that is not for `/socket.io/`): `/healthz`, `/readyz` and `POST /publish`. Any worker can
+On the client port (shared by the workers): `/healthz`, `/readyz`, `POST /publish`, and
+engine.io's long-polling at `/socket.io/` (`pushserver.polling`). Any worker can
 take a publish: it goes through Redis to every worker of every pod (`pushserver.fanout`).
 
 On the worker's own port (`metrics_port + i`): `GET /metrics` and `POST /admin/shed`, which
@@ -98,6 +98,7 @@ def client_port_app(
     publish_token: str | None,
     max_publish_bytes: int,
     is_ready: Callable[[], bool],
+    polling: ASGIApp,
 ) -> Starlette:
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n")
@@ -106,11 +107,6 @@ def client_port_app(
         if is_ready():
             return PlainTextResponse("ready\n")
         return PlainTextResponse("draining\n", status_code=503)
-
-    async def polling(request: Request) -> Response:
-        # engine.io's own answer to a transport it does not serve: long-polling cannot work
-        # across workers without sticky sessions, so only websockets are served.
-        return JSONResponse({"code": 0, "message": "Transport unknown"}, 400)
 
     async def publish(request: Request) -> Response:
         try:
@@ -143,7 +139,8 @@ def client_port_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/publish", publish, methods=["POST"]),
-            Route("/socket.io/", polling, methods=["GET", "POST"]),
+            # engine.io long-polling (`pushserver.polling`); websockets never reach the app.
+            Route("/socket.io/", _AsgiEndpoint(polling), methods=["GET", "POST", "OPTIONS"]),
         ]
     )
 

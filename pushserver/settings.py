@@ -26,6 +26,7 @@ from pushkit.options import (
     option_values,
     options_parser,
     read_secret_file,
+    switch,
 )
 
 ENV_PREFIX = "PUSHSCALE_"
@@ -86,6 +87,9 @@ class ServerSettings:
     max_connections: int = 15_000
     admin_token: str | None = dataclasses.field(default=None, repr=False)
     cors_allowed_origins: tuple[str, ...] = ("*",)
+    # engine.io v3 clients (socket.io-client 2.x, what the seed's apps ship) are served unless
+    # turned off, as Node's socket.io does with `allowEIO3`.
+    allow_eio3: bool = True
     log_level: str = "info"
     ready_file: str | None = None
 
@@ -197,6 +201,11 @@ _OPTIONS = (
     Option("--admin-token", str, "bearer token for POST /admin/shed on the metrics ports"),
     Option("--admin-token-file", str, "file holding the admin token"),
     Option("--cors-allowed-origins", comma_list, "comma-separated allowed Origins (default *)"),
+    Option(
+        "--allow-eio3",
+        switch,
+        "serve engine.io v3 / socket.io 2.x (on; --no-allow-eio3)",
+    ),
     Option("--log-level", str, "debug, info, warning or error (default info)"),
     Option("--ready-file", str, "write the bound ports here as JSON once every worker is ready"),
 )

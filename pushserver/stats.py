@@ -19,6 +19,11 @@ class WorkerStats:
     # Open engine.io sessions: `connected` plus those that have not joined a namespace yet.
     # They are what fills `--max-connections`.
     engine_sessions: int = 0
+    # Open engine.io sessions by (transport, engine.io protocol version): ("polling", "3").
+    sockets: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # Connections handed to the worker that owns their session (`pushserver.handoff`), by
+    # result: "ok", or why not.
+    handoffs: Counter[str] = field(default_factory=Counter)
     # Open connections still speaking HTTP (not upgraded to a websocket), per port.
     http_connections: Counter[str] = field(default_factory=Counter)
     connect_total: int = 0

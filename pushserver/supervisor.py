@@ -30,6 +30,7 @@ import redis.asyncio
 
 from pushkit.program import write_ready_file
 from pushserver.embedded_redis import EmbeddedRedisError, start_embedded_redis
+from pushserver.handoff import channels
 from pushserver.limits import limit_warnings, raise_open_file_limit, read_host_limits
 from pushserver.listeners import (
     BACKLOG,
@@ -76,6 +77,8 @@ class Supervisor:
             settings.redis_url or "", settings.redis_password, settings.redis_ca_file
         )
         self._slots: list[_Slot] = []
+        # One handoff pair per slot (`pushserver.handoff`), kept for the supervisor's life.
+        self._channels: list[tuple[socket.socket, socket.socket]] = []
         self._stopping = False
         self._forced = False
         self._cleanups: list[Callable[[], None]] = []
@@ -103,6 +106,7 @@ class Supervisor:
         except PortUnavailable as exc:
             raise StartupError(str(exc)) from exc
         self._slots = [_Slot(i, sock) for i, sock in enumerate(metrics)]
+        self._channels = channels(s.workers)
         if s.redis_url is None:
             # Started from this, the main, thread: the server dies with it (embedded_redis).
             try:
@@ -135,6 +139,11 @@ class Supervisor:
         s = self.settings
         sock = client_socket(s.host, self.port)
         ours, theirs = socket.socketpair()
+        # Its own pair's receiving end, every sibling's sending end, in slot order.
+        handoff_fds = [
+            (receiving if i == slot.index else sending).fileno()
+            for i, (receiving, sending) in enumerate(self._channels)
+        ]
         try:
             slot.process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -144,7 +153,8 @@ class Supervisor:
                 str(sock.fileno()),
                 str(slot.metrics_sock.fileno()),
                 str(slot.index),
-                pass_fds=(theirs.fileno(), sock.fileno(), slot.metrics_sock.fileno()),
+                ",".join(map(str, handoff_fds)),
+                pass_fds=(theirs.fileno(), sock.fileno(), slot.metrics_sock.fileno(), *handoff_fds),
                 stdin=subprocess.DEVNULL,
                 env=_worker_environment(os.environ),
                 # Terminal signals reach the supervisor only; it decides what workers get.
@@ -300,6 +310,9 @@ class Supervisor:
             if slot.control is not None:
                 slot.control.close()
             slot.metrics_sock.close()
+        for pair in self._channels:
+            for end in pair:
+                end.close()
         for cleanup in reversed(self._cleanups):
             cleanup()
 

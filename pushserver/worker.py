@@ -1,4 +1,4 @@
-"""One worker process: `python -m pushserver.worker CONTROL_FD CLIENT_FD METRICS_FD INDEX`.
+"""One worker: `python -m pushserver.worker CONTROL_FD CLIENT_FD METRICS_FD INDEX HANDOFF_FDS`.
 
 Started only by `pushserver.supervisor`, which binds the sockets and passes them in, then sends
 the settings as one JSON line over the control socket (so the publish token never shows in
@@ -6,7 +6,9 @@ the settings as one JSON line over the control socket (so the publish token neve
 `{"error": "..."}` if it cannot start. It serves:
 
 - the client port (shared with its sibling workers): websockets go to `pushserver.engine` and
-  socket.io (`pushserver.push`), plain HTTP to `pushserver.routes`;
+  socket.io (`pushserver.push`), plain HTTP to `pushserver.routes` (long-polling among it);
+  requests for a sibling's engine.io sessions go to that sibling (`pushserver.handoff`, over
+  HANDOFF_FDS: one descriptor per worker slot, this worker's own the one it receives on);
 - its own metrics port: `pushserver.exposition`.
 
 SIGTERM, SIGINT and SIGQUIT start a drain (`pushserver.shedding`): readiness fails, new websockets
@@ -25,6 +27,7 @@ import socket
 import sys
 from collections.abc import Iterator
 from importlib.metadata import version
+from typing import Any
 
 import uvicorn
 import uvloop
@@ -33,13 +36,16 @@ from pushkit.logs import configure_logging
 from pushserver.exposition import ProcessCollector, WorkerIdentity, worker_registry
 from pushserver.fanout import PublishFailed, RoomFanout
 from pushserver.fanout_messages import max_message_bytes
-from pushserver.httpguard import HttpGuard, guarded_http
+from pushserver.handoff import Handoff
+from pushserver.httpguard import HttpGuard, guarded_http, handed_protocol
+from pushserver.polling import Polling
 from pushserver.push import PushServer
 from pushserver.redis_access import RedisAccess
 from pushserver.routes import client_port_app, worker_port_app
 from pushserver.settings import ServerSettings
 from pushserver.shedding import Shedder
 from pushserver.stats import WorkerStats
+from pushserver.wsprotocol import protocol_factory
 
 log = logging.getLogger("pushserver.worker")
 
@@ -57,10 +63,18 @@ class _Server(uvicorn.Server):
 
 
 class Worker:
-    def __init__(self, settings: ServerSettings, index: int, redis: RedisAccess) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        index: int,
+        redis: RedisAccess,
+        handoff_ends: list[socket.socket] | None = None,
+    ) -> None:
         self.settings = settings
         self.index = index
         self.stats = WorkerStats()
+        self.handoff = Handoff(index, handoff_ends or [], self.stats)
+        self._handing: set[asyncio.Task[Any]] = set()
         self.fanout = RoomFanout(
             redis,
             self.stats,
@@ -76,6 +90,7 @@ class Worker:
             publish_token=settings.publish_token,
             max_publish_bytes=settings.max_publish_bytes,
             is_ready=lambda: not self.stats.draining,
+            polling=Polling(self.sio.eio),
         )
         identity = WorkerIdentity(settings.pod_name, index, version("pushscale"))
         self.process = ProcessCollector()
@@ -89,16 +104,19 @@ class Worker:
         def guard(port: str) -> type[asyncio.Protocol]:
             return guarded_http(
                 HttpGuard(
-                    self.stats, port, settings.header_timeout_seconds, settings.max_http_connections
+                    self.stats, port, settings.header_timeout_seconds,
+                    settings.max_http_connections,
+                    self.handoff if port == "client" and self.handoff.workers > 1 else None,
                 )
-            )
+            )  # fmt: skip
 
         self.client_server = _Server(
             uvicorn.Config(
                 routes,
                 http=guard("client"),
                 # Plain HTTP goes to `routes`; every websocket upgrade to the engine.
-                ws=self.sio.eio.protocol_factory(),
+                # uvicorn's type says a class; any callable making a protocol will do.
+                ws=protocol_factory(self.sio.eio),  # type: ignore[arg-type]
                 **common,  # type: ignore[arg-type]
             )
         )
@@ -131,6 +149,9 @@ class Worker:
             asyncio.create_task(self.metrics_server.serve(sockets=[metrics_sock])),
         ]
         self.sio.eio.start()
+        self.handoff.serve = self._serve_handed
+        if self.handoff.workers > 1:
+            self.handoff.start()
         rebalancing = asyncio.create_task(self.shedder.rebalance_forever())
         counting_fds = asyncio.create_task(self._count_fds_forever())
         try:
@@ -142,6 +163,25 @@ class Worker:
         finally:
             rebalancing.cancel()
             counting_fds.cancel()
+
+    def _serve_handed(self, sock: socket.socket, data: bytes) -> None:
+        """Serve a connection a sibling handed over, as if it had been accepted here."""
+        server = self.client_server
+        if not server.started or server.should_exit:
+            sock.close()
+            return
+        loop = asyncio.get_running_loop()
+        connecting = loop.create_task(
+            loop.connect_accepted_socket(lambda: handed_protocol(server, data), sock)
+        )
+        self._handing.add(connecting)
+        connecting.add_done_callback(self._handed)
+
+    def _handed(self, task: asyncio.Task[Any]) -> None:
+        self._handing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # The client left while it was handed over: nothing to serve.
+            self.stats.handoffs["lost"] += 1
 
     async def _count_fds_forever(self) -> None:
         while True:
@@ -165,7 +205,11 @@ class Worker:
 
 
 async def _serve(
-    control: socket.socket, client_sock: socket.socket, metrics_sock: socket.socket, index: int
+    control: socket.socket,
+    client_sock: socket.socket,
+    metrics_sock: socket.socket,
+    index: int,
+    handoff_ends: list[socket.socket],
 ) -> int:
     reader, writer = await asyncio.open_connection(sock=control)
 
@@ -176,7 +220,7 @@ async def _serve(
     settings = ServerSettings.from_json(spec["settings"])
     configure_logging(settings.log_level, f"{settings.pod_name}/worker-{index}")
     redis = RedisAccess.from_dict(spec["redis"])
-    worker = Worker(settings, index, redis)
+    worker = Worker(settings, index, redis, handoff_ends)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         loop.add_signal_handler(signum, worker.start_drain, signal.Signals(signum).name)
@@ -212,12 +256,13 @@ async def _serve(
 
 
 def main(argv: list[str]) -> int:
-    control_fd, client_fd, metrics_fd, index = (int(arg) for arg in argv)
+    control_fd, client_fd, metrics_fd, index = (int(arg) for arg in argv[:4])
     control = socket.socket(fileno=control_fd)
     client_sock = socket.socket(fileno=client_fd)
     metrics_sock = socket.socket(fileno=metrics_fd)
+    handoff_ends = [socket.socket(fileno=int(fd)) for fd in argv[4].split(",") if fd]
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(_serve(control, client_sock, metrics_sock, index))
+        return runner.run(_serve(control, client_sock, metrics_sock, index, handoff_ends))
 
 
 if __name__ == "__main__":

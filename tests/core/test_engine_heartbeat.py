@@ -1,6 +1,7 @@
 """engine: the heartbeat wheel and session bookkeeping, driven second by second.
 
-`Wire` stands in for `EngineProtocol`, the socket side; the engine logic under test is real.
+`Wire` stands in for `wsprotocol.EngineProtocol`, the socket side; the engine logic under test
+is real.
 """
 
 from __future__ import annotations
@@ -14,12 +15,20 @@ from pushserver.stats import WorkerStats
 
 
 class Wire:
+    kind = "websocket"
+
     def __init__(self) -> None:
         self.sent: list[str] = []
         self.closed: tuple[int, str] | None = None
 
     def write_text(self, text: str) -> None:
         self.sent.append(text)
+
+    def write_binary(self, data: bytes) -> None:
+        raise AssertionError("no binary here")
+
+    def upgraded_to(self, protocol: object) -> None:
+        pass
 
     def close(self, code: int, reason: str) -> None:
         self.closed = (code, reason)
@@ -55,7 +64,7 @@ async def test_the_open_packet_tells_the_client_the_heartbeat():
     engine, calls = engine_with_log()
     engine.start()
     wire = Wire()
-    session = engine.open(wire, {})  # type: ignore[arg-type]
+    session = engine.open(wire, {})
     opening = json.loads(wire.sent[0][1:])
     assert opening == {
         "sid": session.sid, "upgrades": [], "pingInterval": 5000, "pingTimeout": 3000,
@@ -69,8 +78,8 @@ async def test_the_open_packet_tells_the_client_the_heartbeat():
 async def test_a_client_that_answers_stays_and_one_that_does_not_is_closed():
     engine, calls = engine_with_log()
     alive, silent = Wire(), Wire()
-    first = engine.open(alive, {})  # type: ignore[arg-type]
-    second = engine.open(silent, {})  # type: ignore[arg-type]
+    first = engine.open(alive, {})
+    second = engine.open(silent, {})
     start = engine._second()
     for second_ in range(start + 1, start + 6):  # one whole ping interval: both pinged once
         engine._beat(second_)
@@ -86,10 +95,35 @@ async def test_a_client_that_answers_stays_and_one_that_does_not_is_closed():
     assert second.closed
 
 
+async def test_v3_clients_ping_the_server_and_a_silent_one_is_closed():
+    engine, calls = engine_with_log()
+    now = [1000.0]
+    engine.clock = lambda: now[0]
+    pinging, silent = Wire(), Wire()
+    first = engine.open(pinging, {}, version=3)
+    second = engine.open(silent, {}, version=3)
+    assert "maxPayload" not in json.loads(silent.sent[0][1:])
+    await settle()
+    # socket.io v2 connects "/" by itself: the engine hands socket.io a CONNECT at once.
+    assert calls.count(("message", "0")) == 2
+    start = engine._second()
+    # Past pingInterval + pingTimeout (5 + 3 s), up to the session's next heartbeat slot.
+    for offset in range(1, 11):
+        now[0] += 1
+        engine.received(first, "2")
+        engine._beat(start + offset)
+    assert pinging.sent[-1] == "3", "the server answers the client's ping"
+    assert "2" not in pinging.sent[1:], "the server never pings a v3 client"
+    assert first.sid in engine.sessions
+    assert second.closed and silent.closed is not None
+    assert silent.closed[1] == "ping timeout"
+    assert engine.stats.sockets[("websocket", "3")] == 1
+
+
 async def test_messages_reach_socket_io_in_order_before_the_disconnect():
     engine, calls = engine_with_log()
     wire = Wire()
-    session = engine.open(wire, {})  # type: ignore[arg-type]
+    session = engine.open(wire, {})
     for i in range(3):
         engine.received(session, f"4{i}")
     engine.received(session, "1")  # the client closes
@@ -104,7 +138,7 @@ async def test_messages_reach_socket_io_in_order_before_the_disconnect():
 async def test_an_unknown_packet_type_closes_the_session():
     engine, _calls = engine_with_log()
     wire = Wire()
-    session = engine.open(wire, {})  # type: ignore[arg-type]
+    session = engine.open(wire, {})
     engine.received(session, "9oops")
     assert wire.closed == (1002, "malformed_packet")
     assert engine.stats.client_errors["malformed_packet"] == 1
@@ -119,8 +153,8 @@ async def test_a_failing_handler_closes_only_its_session_and_logs_once(caplog: A
 
     engine.on("message", broken)
     wires = [Wire() for _ in range(50)]
-    sessions = [engine.open(wire, {}) for wire in wires]  # type: ignore[arg-type]
-    bystander = engine.open(Wire(), {})  # type: ignore[arg-type]
+    sessions = [engine.open(wire, {}) for wire in wires]
+    bystander = engine.open(Wire(), {})
     with caplog.at_level("ERROR", logger="pushserver.engine"):
         for session in sessions:
             engine.received(session, "4anything")
@@ -141,8 +175,8 @@ async def test_sessions_without_a_namespace_are_closed_after_the_connect_timeout
     for name in ("connect", "message", "disconnect"):
         engine.on(name, _nothing)
     idle, joined = Wire(), Wire()
-    engine.open(idle, {})  # type: ignore[arg-type]
-    session = engine.open(joined, {})  # type: ignore[arg-type]
+    engine.open(idle, {})
+    session = engine.open(joined, {})
     engine.namespace_connected(session.sid)
     assert engine.stats.engine_sessions == 2
     now[0] = 144.0

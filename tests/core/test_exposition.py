@@ -7,6 +7,7 @@ from typing import Any
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from adapter.samples import parse_samples
 from pushserver.exposition import (
     ACROSS_WORKERS,
     Combine,
@@ -46,6 +47,26 @@ def test_seed_names_and_types():
         (("pod", "push-a"), ("version", "9.9"), ("worker", "2")): 1
     }
     assert "process_resident_memory_bytes" in got
+
+
+def test_sockets_by_transport_and_protocol():
+    stats = WorkerStats()
+    stats.sockets.update({("websocket", "4"): 5, ("polling", "3"): 2})
+    stats.handoffs["ok"] += 3
+    got = families(stats)
+    assert got["pushscale_sockets"] == (
+        "gauge",
+        {
+            (("protocol", "3"), ("transport", "polling")): 2,
+            (("protocol", "4"), ("transport", "websocket")): 5,
+        },
+    )
+    assert got["pushscale_handoffs"] == ("counter", {(("result", "ok"),): 3})
+    # The adapter reads a sample with two labels like any other.
+    text = generate_latest(
+        worker_registry(stats, WorkerIdentity("push-a", 0, "9.9"), ProcessCollector())
+    ).decode()
+    assert parse_samples(text)["pushscale_sockets"][(("protocol", "3"), ("transport", "polling"))]
 
 
 def test_every_family_declares_how_workers_combine():

@@ -78,3 +78,17 @@ def test_settings_survive_the_trip_to_a_worker():
 def test_invalid_settings(argv, env, message):
     with pytest.raises(SettingsError, match=message):
         parse_settings(argv, env)
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "expected"),
+    [
+        ([], {}, True),
+        (["--no-allow-eio3"], {}, False),
+        ([], {"PUSHSCALE_ALLOW_EIO3": "false"}, False),
+        (["--allow-eio3"], {"PUSHSCALE_ALLOW_EIO3": "false"}, True),
+    ],
+    ids=["default-on", "flag-off", "variable-off", "flag-wins"],
+)
+def test_allow_eio3(argv: list[str], environ: dict[str, str], expected: bool) -> None:
+    assert parse_settings(argv, environ).allow_eio3 is expected

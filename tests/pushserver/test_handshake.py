@@ -10,22 +10,24 @@ import websockets
 from websockets.typing import Origin
 
 
-async def test_long_polling_gets_engine_ios_transport_unknown(push_server):
+async def test_long_polling_opens_a_session_that_may_upgrade(push_server):
     async with httpx.AsyncClient() as http:
         response = await http.get(f"{push_server.url}/socket.io/?EIO=4&transport=polling")
-    assert response.status_code == 400
-    assert response.json() == {"code": 0, "message": "Transport unknown"}
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/plain; charset=UTF-8"
+    assert json.loads(response.text[1:])["upgrades"] == ["websocket"]
 
 
 @pytest.mark.parametrize(
     ("path", "status", "body"),
     [
         (
-            "/socket.io/?EIO=3&transport=websocket",
+            "/socket.io/?EIO=5&transport=websocket",
             400,
             {"code": 5, "message": "Unsupported protocol version"},
         ),
-        ("/socket.io/?EIO=4&transport=polling", 400, {"code": 0, "message": "Transport unknown"}),
+        ("/socket.io/?EIO=4&transport=polling", 400, {"code": 3, "message": "Bad request"}),
+        ("/socket.io/?EIO=4&transport=flash", 400, {"code": 0, "message": "Transport unknown"}),
         (
             "/socket.io/?EIO=4&transport=websocket&sid=abc",
             400,
@@ -33,7 +35,7 @@ async def test_long_polling_gets_engine_ios_transport_unknown(push_server):
         ),
         ("/elsewhere/?EIO=4&transport=websocket", 404, None),
     ],
-    ids=["engine-io-v3", "polling-upgrade", "resumed-session", "wrong-path"],
+    ids=["engine-io-v5", "polling-upgrade", "unknown-transport", "resumed-session", "wrong-path"],
 )
 async def test_bad_upgrades_are_refused_before_the_upgrade(push_server, path, status, body):
     with pytest.raises(websockets.InvalidStatus) as refused:
