@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import RunningServer, eventually
+from tests.pushserver.client_records import ClientRecords
 
 JS = Path(__file__).resolve().parents[1] / "js"
 
@@ -34,13 +35,13 @@ TRANSPORTS: dict[str, tuple[str, str]] = {
 KINDS = list(TRANSPORTS)
 
 
-class JsViewer:
-    """One `node viewer.mjs` process and the JSON records it has printed so far."""
+class JsViewer(ClientRecords):
+    """One `node viewer.mjs` process and the records it has printed so far."""
 
     def __init__(self, process: asyncio.subprocess.Process, kind: str) -> None:
+        super().__init__(kind)
         self.process = process
         self.kind = kind
-        self.records: list[dict[str, Any]] = []
         # A task, not an executor thread: the default executor has too few threads for a test
         # that holds ten viewers whose readers block for their whole life.
         self._reader = asyncio.create_task(self._read())
@@ -65,32 +66,6 @@ class JsViewer:
         assert self.process.stdout is not None
         async for line in self.process.stdout:
             self.records.append(json.loads(line))
-
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        return [r for r in self.records if r["type"] == kind]
-
-    @property
-    def transport(self) -> str | None:
-        """The transport of its latest engine.io session: where it opened, or upgraded to."""
-        moves = [r["transport"] for r in self.records if r["type"] in ("open", "upgrade")]
-        return moves[-1] if moves else None
-
-    async def wait(self, check: Callable[[], bool], what: str, timeout: float = 10) -> None:
-        """`eventually`, failing with everything the client printed (its connect errors)."""
-        try:
-            await eventually(check, timeout=timeout, what=f"{what} ({self.kind})")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; the client printed {self.printed()}") from None
-
-    def printed(self) -> str:
-        """Its records, a run of identical ones (a retry loop's connect errors) as one."""
-        runs: list[tuple[dict[str, Any], int]] = []
-        for record in self.records:
-            if runs and runs[-1][0] == record:
-                runs[-1] = (record, runs[-1][1] + 1)
-            else:
-                runs.append((record, 1))
-        return ", ".join(json.dumps(r) + (f" x{n}" if n > 1 else "") for r, n in runs)
 
     def send(self, event: str, payload: Any) -> None:
         assert self.process.stdin is not None
