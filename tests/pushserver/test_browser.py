@@ -26,6 +26,7 @@ from tests.pushserver.client_records import ClientRecords
 
 JS = Path(__file__).resolve().parents[1] / "js"
 BUNDLE = JS / "node_modules" / "socket.io-client" / "dist" / "socket.io.min.js"
+BUNDLE_V2 = JS / "node_modules" / "socket.io-client-v2" / "dist" / "socket.io.js"
 CHROMIUM = "/usr/bin/chromium"
 
 
@@ -59,7 +60,7 @@ class PageServer(ClientRecords):
 
 @pytest.fixture
 async def page_server() -> AsyncIterator[PageServer]:
-    if not BUNDLE.exists():
+    if not (BUNDLE.exists() and BUNDLE_V2.exists()):
         pytest.fail("tests/js/node_modules is missing: run scripts/setup")
     page: PageServer
 
@@ -73,9 +74,13 @@ async def page_server() -> AsyncIterator[PageServer]:
     async def bundle(request: web.Request) -> web.FileResponse:
         return web.FileResponse(BUNDLE)
 
+    async def bundle_v2(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(BUNDLE_V2)
+
     app = web.Application()
     app.router.add_get("/viewer.html", viewer)
     app.router.add_get("/socket.io.min.js", bundle)
+    app.router.add_get("/socket.io-v2.js", bundle_v2)
     app.router.add_post("/report", report)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -159,11 +164,14 @@ def worker_of(ack: dict[str, Any]) -> int:
     return int(ack["worker"].rpartition("/")[2])
 
 
-@pytest.mark.parametrize("kind", ["default", "websocket"])
+# The 2.x client polls with credentials (engine.io-client 3's `withCredentials` defaults to
+# true), so its polling needs the Origin echoed and `Access-Control-Allow-Credentials: true`;
+# 4.x does not send them, so `Access-Control-Allow-Origin: *` does for it.
+@pytest.mark.parametrize("kind", ["default", "websocket", "v2"])
 async def test_a_browser_joins_receives_and_survives_a_drain_of_its_worker(
     push_server, page_server, browser, kind
 ):
-    opens_on = "polling" if kind == "default" else "websocket"
+    opens_on = "websocket" if kind == "websocket" else "polling"
     game = f"browser-{kind}"
     page_server.browser_log = browser(page_server.page_url(push_server, game, kind))
     # Chromium starts in seconds, slower on a busy machine.
