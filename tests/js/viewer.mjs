@@ -12,7 +12,8 @@
 //   v2            socket.io-client 2.x (engine.io protocol 3), default transports
 //   v2-websocket  2.x, websocket only
 //
-// Records: {type: "open", transport} (an engine.io session opened), {type: "connect", transport},
+// Records: {type: "open", transport, pingInterval, pingTimeout} (an engine.io session opened, its
+// heartbeat in ms from the handshake), {type: "connect", transport},
 // {type: "upgrade", transport}, {type: "ack", ack},
 // {type: "disconnect", reason}, {type: "connect_error", message}, {type: "event", name, data}.
 import { createInterface } from "node:readline";
@@ -49,7 +50,11 @@ const manager = socket.io;
 // started on polling ended on websocket. Both versions' managers emit "open" per engine, before
 // the socket's "connect", so a fast upgrade is not missed.
 manager.on("open", () => {
-  say({ type: "open", transport: manager.engine.transport.name });
+  const engine = manager.engine;
+  // engine.io-client 6 keeps the handshake's heartbeat in private fields, 3.x in public ones.
+  const pingInterval = engine._pingInterval ?? engine.pingInterval;
+  const pingTimeout = engine._pingTimeout ?? engine.pingTimeout;
+  say({ type: "open", transport: engine.transport.name, pingInterval, pingTimeout });
   manager.engine.on("upgrade", (transport) => say({ type: "upgrade", transport: transport.name }));
 });
 socket.on("connect", () => {

@@ -2,7 +2,8 @@
 
 `tests/js/viewer.mjs` (Node) prints the records and `tests/js/viewer.html` (a browser) POSTs
 them; `test_js_client` and `test_browser` read them through this class. Records:
-`{"type": "open" | "upgrade" | "connect", "transport"}`, `{"type": "ack", "ack"}`,
+`{"type": "open" | "upgrade" | "connect", "transport"}` (an "open" from Node also has the
+handshake's `pingInterval` and `pingTimeout`, in ms), `{"type": "ack", "ack"}`,
 `{"type": "disconnect", "reason"}`, `{"type": "connect_error", "message"}`,
 `{"type": "event", "name", "data"}`, and from the browser `{"type": "page_error", "message"}`.
 """

@@ -150,6 +150,26 @@ async def test_every_kind_of_client_is_counted_once(push_server, js_viewers):
     await eventually(all_gone, what="every client to be uncounted")
 
 
+async def test_every_kind_of_client_stays_connected_through_heartbeats(push_server, js_viewers):
+    """engine.io 3 turned the heartbeat around (the 2.x client pings, the server answers;
+    4.x the other way), so a server that gets one direction wrong loses those clients at the
+    first missed heartbeat: within `pingInterval + pingTimeout` of the handshake, on whichever
+    side notices first. All kinds are held that long, together, and must still be there."""
+    clients = [await js_viewers(push_server, "heartbeat", kind) for kind in KINDS]
+    for viewer in clients:
+        await viewer.wait(lambda v=viewer: bool(v.of("ack")), "the join ack")
+    handshake = clients[0].of("open")[0]
+    # Plus a margin for the timers on both sides, which started at their own handshakes.
+    await asyncio.sleep((handshake["pingInterval"] + handshake["pingTimeout"]) / 1000 + 2)
+
+    for viewer in clients:
+        assert viewer.of("disconnect") == [], viewer.printed()
+        assert len(viewer.of("open")) == 1, viewer.printed()
+    assert (await push_server.publish("heartbeat", "score", 1)).status_code == 202
+    for viewer in clients:
+        await viewer.wait(lambda v=viewer: bool(v.of("event")), "the publish after heartbeats")
+
+
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_drain_is_a_transport_close_and_the_client_comes_back(
     server_factory, publish_token, js_viewers, kind
