@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 
 from bench.procfs import cpu_seconds
+from pushkit.progress import draw_bar, finish_bar
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,7 +41,7 @@ class Result:
     cpu_us_per_request: float
 
 
-def _start(workers: int, tmp: Path) -> tuple[subprocess.Popen[bytes], dict[str, object]]:
+def start_pod(workers: int, tmp: Path) -> tuple[subprocess.Popen[bytes], dict[str, object]]:
     ready = tmp / f"ready-{workers}.json"
     process = subprocess.Popen(
         [
@@ -70,7 +71,7 @@ def _handed(metrics_ports: list[int]) -> float:
 
 
 def measure(workers: int, requests: int, tmp: Path) -> Result:
-    process, info = _start(workers, tmp)
+    process, info = start_pod(workers, tmp)
     try:
         port = info["port"]
         pids = [int(pid) for pid in info["workers"]]  # type: ignore[attr-defined]
@@ -84,12 +85,14 @@ def measure(workers: int, requests: int, tmp: Path) -> Result:
             handed_before = _handed(metrics_ports)
             cpu_before = sum(cpu_seconds(pid) for pid in pids)
             times = []
-            for _ in range(requests):
+            for done in range(requests):
+                draw_bar(f"{workers}-worker pod", done, requests)
                 started = time.perf_counter()
                 response = http.post(url, params=params, content="6")
                 times.append(time.perf_counter() - started)
                 if response.text != "ok":
                     raise SystemExit(f"unexpected answer {response.status_code} {response.text}")
+            finish_bar()
             cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
             handed = _handed(metrics_ports) - handed_before
         quantiles = statistics.quantiles(times, n=10)

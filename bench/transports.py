@@ -1,17 +1,18 @@
 """What a connect costs the server: websocket only against long-polling then the upgrade.
 
-    .venv/bin/python -m bench.transports [--connections 300]
+    .venv/bin/python -m bench.transports [--connections 300] [--concurrency 8]
 
-One 1-worker pod (so nothing is handed over; `bench/handoff.py` measures that); connections made
-one after another, each to a socket.io CONNECT and closed again:
+One 1-worker pod (so nothing is handed over; `bench/handoff.py` measures that); `--concurrency`
+clients each making connections one after another, each to a socket.io CONNECT and closed again:
 
 - websocket: the upgrade, OPEN, `40` → `40{sid}`;
 - polling → websocket (socket.io-client's default): GET (OPEN), POST `40`, GET (`40{sid}`), the
   websocket upgrade with `2probe`/`3probe` and `5`, each HTTP request on a new connection.
 
-Printed: connects per second (one at a time, so a latency more than a capacity figure) and the
-worker's CPU per connect, with the ratio polling/websocket. One run on a shared machine: quote
-the ratio. Not a phase of `bench/compare.py`, whose load generator speaks websocket only.
+Printed: connects per second (at 1, a latency more than a capacity figure; at 8 the worker is
+the limit) and the worker's CPU per connect, with the ratio polling/websocket. One run on a
+shared machine: quote the ratio. Not a phase of `bench/compare.py`, whose load generator speaks
+websocket only.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from pathlib import Path
 import httpx
 import websockets
 
-from bench.handoff import _start
+from bench.handoff import start_pod
 from bench.procfs import cpu_seconds
+from pushkit.progress import draw_bar, finish_bar
 
 
 async def websocket_connect(port: int) -> None:
@@ -54,24 +56,35 @@ async def polling_then_upgrade(port: int, http: httpx.AsyncClient) -> None:
         await ws.send("5")
 
 
-async def measure(connections: int) -> dict[str, tuple[float, float]]:
+async def measure(connections: int, concurrency: int) -> dict[str, tuple[float, float]]:
     results: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        process, info = _start(1, Path(tmp))
+        process, info = start_pod(1, Path(tmp))
         try:
             port = int(info["port"])  # type: ignore[call-overload]
             pid = int(info["workers"][0])  # type: ignore[index]
-            fresh = httpx.Limits(max_keepalive_connections=0)
+            fresh = httpx.Limits(max_keepalive_connections=0, max_connections=None)
             async with httpx.AsyncClient(limits=fresh, timeout=10) as http:
                 for name in ("websocket", "polling → websocket"):
+                    done = 0
+
+                    async def client(count: int, name: str = name) -> None:
+                        nonlocal done
+                        for _ in range(count):
+                            if name == "websocket":
+                                await websocket_connect(port)
+                            else:
+                                await polling_then_upgrade(port, http)
+                            done += 1
+                            draw_bar(name, done, connections)
+
+                    shares = [connections // concurrency] * concurrency
+                    shares[0] += connections - sum(shares)
                     cpu_before, started = cpu_seconds(pid), time.perf_counter()
-                    for _ in range(connections):
-                        if name == "websocket":
-                            await websocket_connect(port)
-                        else:
-                            await polling_then_upgrade(port, http)
+                    await asyncio.gather(*(client(share) for share in shares))
                     elapsed = time.perf_counter() - started
                     cpu = cpu_seconds(pid) - cpu_before
+                    finish_bar()
                     results[name] = (connections / elapsed, cpu / connections * 1e6)
                     await asyncio.sleep(1)  # the closed sockets' disconnects settle
         finally:
@@ -83,8 +96,10 @@ async def measure(connections: int) -> dict[str, tuple[float, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=8, help="clients at once")
     args = parser.parse_args()
-    results = asyncio.run(measure(args.connections))
+    results = asyncio.run(measure(args.connections, args.concurrency))
+    print(f"{args.connections} connects, {args.concurrency} at a time, one 1-worker pod")
     print(f"{'transport':<22}{'connects/s':>11}{'CPU µs/connect':>16}")
     for name, (rate, cpu) in results.items():
         print(f"{name:<22}{rate:>11.0f}{cpu:>16.0f}")
