@@ -68,6 +68,8 @@ class PushServer(socketio.AsyncServer):  # type: ignore[misc]
             event_rate=settings.event_rate_per_second,
             event_burst=settings.event_burst,
             connect_timeout=settings.connect_timeout_seconds,
+            ping_interval=settings.ping_interval_seconds,
+            ping_timeout=settings.ping_timeout_seconds,
             clock=clock,
             worker=worker,
             allow_eio3=settings.allow_eio3,

@@ -62,6 +62,10 @@ class ServerSettings:
     # An engine.io session must connect the socket.io namespace within this (socket.io's own
     # `connectTimeout`), so a transport that never becomes a socket cannot sit in a slot.
     connect_timeout_seconds: float = 45.0
+    # socket.io's pingInterval and pingTimeout (its defaults): a dead client is found within
+    # their sum. Whole seconds, the heartbeat's timer wheel has one slot a second.
+    ping_interval_seconds: int = 25
+    ping_timeout_seconds: int = 20
     # A client-port connection must finish its request headers within this; slowloris-style
     # connections otherwise cost an fd each, invisibly, for as long as the client likes.
     header_timeout_seconds: float = 10.0
@@ -120,6 +124,13 @@ class ServerSettings:
         ):
             if not 0 < seconds <= 3600:
                 raise SettingsError(f"{flag} must be more than 0 and at most 3600 seconds")
+        if not 1 <= self.ping_interval_seconds <= 600:
+            raise SettingsError("--ping-interval must be between 1 and 600 seconds")
+        if not 1 <= self.ping_timeout_seconds < self.ping_interval_seconds:
+            raise SettingsError(
+                "--ping-timeout must be at least 1 second and below --ping-interval "
+                f"({self.ping_interval_seconds} s)"
+            )
         if self.max_http_connections < 1:
             raise SettingsError("--max-http-connections must be at least 1")
         if self.max_rooms_per_socket < 1:
@@ -190,6 +201,8 @@ _OPTIONS = (
     Option("--event-rate", float, "events per second one client may send (default 20)"),
     Option("--event-burst", int, "events one client may send in a burst (default 40)"),
     Option("--connect-timeout", float, "close a session that has no socket.io connect (45 s)"),
+    Option("--ping-interval", int, "seconds between heartbeats (socket.io's pingInterval, 25)"),
+    Option("--ping-timeout", int, "seconds a heartbeat may go unanswered (pingTimeout, 20)"),
     Option("--header-timeout", float, "close an HTTP connection without headers by then (10 s)"),
     Option("--max-http-connections", int, "not-yet-websocket connections per port (4096)"),
     Option("--max-rooms-per-socket", int, "games one socket may be in at once (default 50)"),
@@ -214,6 +227,8 @@ _OPTIONS = (
 _RENAMED = {
     "event_rate": "event_rate_per_second",
     "connect_timeout": "connect_timeout_seconds",
+    "ping_interval": "ping_interval_seconds",
+    "ping_timeout": "ping_timeout_seconds",
     "header_timeout": "header_timeout_seconds",
 }
 

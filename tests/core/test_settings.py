@@ -63,6 +63,8 @@ def test_settings_survive_the_trip_to_a_worker():
         (["--log-level", "loud"], {}, "--log-level must be one of"),
         (["--publish-token", "x" * 16], {"PUSHSCALE_PUBLISH_TOKEN_FILE": "/t"}, "not both"),
         ([], {"PUSHSCALE_PORT": "http"}, "PUSHSCALE_PORT: invalid value 'http'"),
+        (["--ping-interval", "0"], {}, "--ping-interval must be between 1 and 600"),
+        (["--ping-interval", "5", "--ping-timeout", "5"], {}, "below --ping-interval"),
     ],
     ids=[
         "too-many-workers",
@@ -73,6 +75,8 @@ def test_settings_survive_the_trip_to_a_worker():
         "log-level",
         "token-twice",
         "env-not-int",
+        "no-heartbeat",
+        "timeout-not-below-interval",
     ],
 )
 def test_invalid_settings(argv, env, message):

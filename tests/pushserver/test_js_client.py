@@ -150,17 +150,24 @@ async def test_every_kind_of_client_is_counted_once(push_server, js_viewers):
     await eventually(all_gone, what="every client to be uncounted")
 
 
-async def test_every_kind_of_client_stays_connected_through_heartbeats(push_server, js_viewers):
+async def test_every_kind_of_client_stays_connected_through_heartbeats(
+    server_factory, publish_token, js_viewers
+):
     """engine.io 3 turned the heartbeat around (the 2.x client pings, the server answers;
     4.x the other way), so a server that gets one direction wrong loses those clients at the
     first missed heartbeat: within `pingInterval + pingTimeout` of the handshake, on whichever
-    side notices first. All kinds are held that long, together, and must still be there."""
+    side notices first. All kinds are held that long (three times over, with a 3 s interval),
+    together, and must still be there."""
+    push_server = server_factory(
+        token=publish_token, extra=["--ping-interval", "3", "--ping-timeout", "2"]
+    )
     clients = [await js_viewers(push_server, "heartbeat", kind) for kind in KINDS]
     for viewer in clients:
         await viewer.wait(lambda v=viewer: bool(v.of("ack")), "the join ack")
     handshake = clients[0].of("open")[0]
+    assert (handshake["pingInterval"], handshake["pingTimeout"]) == (3000, 2000)
     # Plus a margin for the timers on both sides, which started at their own handshakes.
-    await asyncio.sleep((handshake["pingInterval"] + handshake["pingTimeout"]) / 1000 + 2)
+    await asyncio.sleep(3 * (handshake["pingInterval"] + handshake["pingTimeout"]) / 1000 + 2)
 
     for viewer in clients:
         assert viewer.of("disconnect") == [], viewer.printed()
