@@ -37,7 +37,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 import engineio
@@ -71,6 +71,10 @@ class Transport(Protocol):
     kind: str  # "websocket" or "polling"
 
     def write_text(self, text: str) -> None: ...
+
+    def write_frame(self, text: str, frame: bytes, size: int) -> None:
+        """Write `text`, whose websocket frame (`size` payload bytes) is already built: a
+        fan-out builds it once for every recipient."""
 
     def write_binary(self, data: bytes) -> None: ...
 
@@ -188,6 +192,22 @@ class Engine:
                 session.protocol.write_text(encoded)
             else:
                 session.protocol.write_binary(encoded)
+
+    def broadcast_text(self, sids: Iterable[str], text: str) -> int:
+        """Write one engine.io text packet to every session in `sids`, encoded and framed
+        once, with no await per recipient; returns how many sessions it was written to. A
+        10k-socket room costs one `write` per socket (bench/compare.py: fan-out CPU)."""
+        payload = text.encode()
+        frame = ws.frame(ws.TEXT, payload)
+        size = len(payload)
+        sessions = self.sessions
+        sent = 0
+        for sid in sids:
+            session = sessions.get(sid)
+            if session is not None and not session.closed:
+                session.protocol.write_frame(text, frame, size)
+                sent += 1
+        return sent
 
     async def disconnect(self, sid: str | None = None) -> None:
         """End one session (or all) with engine.io's CLOSE packet: a goodbye, not a move."""

@@ -9,8 +9,10 @@
   nobody got it and can retry without sending duplicates to this worker's clients;
 - rooms are indexed per socket (`pushserver.roomindex`), so a socket leaving costs O(its
   rooms) instead of a scan of every room;
-- local delivery encodes the packet once, queues it on each recipient directly instead of
-  starting a task per recipient, and counts `events_sent` once per emit;
+- local delivery encodes the packet and its websocket frame once and writes the frame to every
+  recipient's transport in one loop (`Engine.broadcast_text`), where the library starts a task
+  per recipient and our engine encoded and framed it per socket; `events_sent` is counted once
+  per emit;
 - the listener has a connection of its own, records whether Redis has confirmed its subscription
   (`WorkerStats.redis_subscribed`, the readiness condition and a metric), closes a connection it
   gives up on, and retries within 5 s (the library doubles up to 60 s, so a worker could stay
@@ -193,9 +195,7 @@ class RoomFanout(IndexedRooms, socketio.AsyncRedisManager):  # type: ignore[misc
         encoded = self.server.packet_class(
             packet.EVENT, namespace="/", data=[message.event, message.data]
         ).encode()
-        eio_pkt = eio_packet.Packet(eio_packet.MESSAGE, encoded)
-        sent = 0
-        for _sid, eio_sid in self.get_participants("/", message.room):
-            await self.server._send_eio_packet(eio_sid, eio_pkt)
-            sent += 1
+        text = eio_packet.Packet(eio_packet.MESSAGE, encoded).encode()
+        participants = (eio_sid for _sid, eio_sid in self.get_participants("/", message.room))
+        sent = self.server.eio.broadcast_text(participants, text)
         self._stats.events_sent[message.event] += sent

@@ -62,6 +62,9 @@ class PollingTransport:
     def write_text(self, text: str) -> None:
         self._queue(text, len(text))
 
+    def write_frame(self, text: str, frame: bytes, size: int) -> None:
+        self._queue(text, len(text))  # a poll's answer is a payload, not websocket frames
+
     def write_binary(self, data: bytes) -> None:
         self._queue(data, len(data))
 

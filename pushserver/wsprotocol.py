@@ -270,13 +270,16 @@ class EngineProtocol(asyncio.Protocol):
             self.transport.write(data)  # type: ignore[union-attr]
 
     def write_text(self, text: str) -> None:
+        payload = text.encode()
+        self.write_frame(text, ws.frame(ws.TEXT, payload), len(payload))
+
+    def write_frame(self, text: str, frame: bytes, size: int) -> None:
         if not self._writable():
             return
         transport = self.transport
         assert transport is not None
-        payload = text.encode()
-        transport.write(ws.frame(ws.TEXT, payload))
-        self.engine.stats.transmit_bytes += len(payload)
+        transport.write(frame)
+        self.engine.stats.transmit_bytes += size
         if transport.get_write_buffer_size() > SLOW_CLIENT_BYTES and self.session is not None:
             self.engine.stats.client_error("slow_client")
             self.engine.close(self.session, ws.GOING_AWAY, "slow_client")
