@@ -1,6 +1,11 @@
-"""Our worker against the plain python-socketio baseline and the Node reference, in one run.
+"""Our worker against the plain python-socketio baseline and two Node anchors, in one run.
 
-    .venv/bin/python -m bench.compare [--servers node,pushscale,baseline] [--quick]
+    .venv/bin/python -m bench.compare [--servers node,uws,pushscale,baseline] [--quick]
+
+The anchors: `node`, socket.io 4.8 on Node's http server (the seed's system, bench/node/
+server.js) and `uws`, the same socket.io on uWebSockets.js through `io.attachApp`
+(bench/node/server_uws.js; npm's unofficial build @trufflesuite/uws-js-unofficial 20.30,
+without its optional add-ons), the fastest set-up socket.io offers.
 
 Each server runs as one process (our server: one worker) pinned to CPU 0; the load generator
 (bench/agents.py: fast raw socket.io clients in separate processes) runs on CPU 1, so the
@@ -9,7 +14,7 @@ client is not the bottleneck. For each server, on a fresh process:
 1. memory per idle connection: RSS growth ÷ sockets, at 5k, 10k and 19k sockets;
 2. idle CPU with 10k sockets (heartbeats only), over 30 s;
 3. fan-out: time from POST /publish until the last of 10k clients in the room has the event,
-   median of 5;
+   and the server's CPU for it (less its idle rate), medians of 5;
 
 then, on another fresh process, 4. the highest new-connection rate (steps of 250 … 4000/s, 3 s
 each) with zero errors (a failed handshake or a socket.io connect slower than 5 s), and the
@@ -17,8 +22,8 @@ server CPU each new connection cost at that step. With one CPU for the load gene
 tops out near what the generator can open (~1500/s here); the CPU cost per connection says how
 far each server itself could go.
 
-Figures are printed as a table with ratios to the Node reference: these machines are noisy and
-shared, so ratios measured in one run are what to quote. Needs `npm ci` in bench/node.
+Figures are printed as a table with ratios to each anchor: these machines are noisy and shared,
+so ratios measured in one run are what to quote. Needs `npm ci` in bench/node (scripts/setup).
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ MEMORY_STEPS = (5000, 10000, 19000)
 # Sockets are opened at this pace in the memory phase, below every server's limit.
 GENTLE_RATE = 400.0
 FANOUT_ROOM_SIZE = 10000
+# The anchors: socket.io 4.8 on Node's http server (the seed's system) and on uWebSockets.js.
+NODE_SERVERS = {"node": "server.js", "uws": "server_uws.js"}
 
 
 @dataclass
@@ -95,10 +102,11 @@ def _wait_http(url: str) -> None:
 def start(name: str, tmp: Path) -> Iterator[Server]:
     port = _free_port()
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    if name == "node":
+    if name in NODE_SERVERS:
         node = shutil.which("node") or "node"
+        args = [str(port), str(_free_port())] if name == "node" else [str(port)]
         process = subprocess.Popen(
-            [node, str(ROOT / "bench/node/server.js"), str(port), str(_free_port())], **quiet
+            [node, str(ROOT / "bench/node" / NODE_SERVERS[name]), *args], **quiet
         )  # type: ignore[call-overload]
         _wait_http(f"http://127.0.0.1:{port}/socket.io/?EIO=4&transport=polling")
         server = Server(name, port, process.pid, process)
@@ -200,10 +208,12 @@ def idle_and_fanout(server: Server, agents: Agents, sockets: int, quick: bool) -
     window = 10.0 if quick else 30.0
     before = cpu_seconds(server.pid)
     time.sleep(window)
-    idle_cpu = 100 * (cpu_seconds(server.pid) - before) / window
-    times = []
+    idle_cores = (cpu_seconds(server.pid) - before) / window
+    idle_cpu = 100 * idle_cores
+    times, costs = [], []
     for round_ in range(5):
         agents.broadcast("arm")
+        cpu_before, started = cpu_seconds(server.pid), time.monotonic()
         sent_at = time.time()
         publish(server, "bench", sent_at)
         # Each agent waits for its own clients.
@@ -215,8 +225,16 @@ def idle_and_fanout(server: Server, agents: Agents, sockets: int, quick: bool) -
         if got < sockets:
             say(f"{server.name}: fan-out round {round_} reached {got} of {sockets}")
         times.append(max(r["last"] for r in reports) - sent_at)
+        # The server's CPU for the publish: the POST, the Redis round trip and every write,
+        # less what its heartbeats cost meanwhile.
+        spent = cpu_seconds(server.pid) - cpu_before
+        costs.append(spent - idle_cores * (time.monotonic() - started))
         time.sleep(1)
-    return {"idle_cpu": idle_cpu, "fanout": statistics.median(times)}
+    return {
+        "idle_cpu": idle_cpu,
+        "fanout": statistics.median(times),
+        "fanout_cpu_ms": 1000 * statistics.median(costs),
+    }
 
 
 def measure_rate(name: str, agents: Agents, tmp: Path, quick: bool) -> dict[str, float]:
@@ -254,13 +272,14 @@ ROWS = (
     ("mem_10000", "KiB per idle connection at 10k", "{:.1f}", False),
     ("mem_19000", "KiB per idle connection at 19k", "{:.1f}", False),
     ("fanout", "10k fan-out, s (median of 5)", "{:.3f}", False),
+    ("fanout_cpu_ms", "server CPU ms per 10k fan-out (median of 5)", "{:.1f}", False),
     ("idle_cpu", "idle CPU at 10k, % of a core", "{:.1f}", False),
 )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--servers", default="node,pushscale,baseline")
+    parser.add_argument("--servers", default="node,uws,pushscale,baseline")
     parser.add_argument("--quick", action="store_true", help="fewer sockets, for a smoke run")
     args = parser.parse_args()
     names = args.servers.split(",")
@@ -275,25 +294,18 @@ def main() -> None:
     finally:
         agents.stop()
     print()
-    print(
-        "| figure | "
-        + " | ".join(names)
-        + " | "
-        + " | ".join(f"{n} ÷ node" for n in names if n != "node")
-        + " |"
-    )
-    print("|---" * (1 + len(names) + len([n for n in names if n != "node"])) + "|")
+    anchors = [n for n in names if n in NODE_SERVERS]
+    ratios = [(n, a) for n in names if n not in NODE_SERVERS for a in anchors]
+    header = [*names, *(f"{n} ÷ {a}" for n, a in ratios)]
+    print("| figure | " + " | ".join(header) + " |")
+    print("|---" * (1 + len(header)) + "|")
     for key, label, fmt, _higher_is_better in ROWS:
         values = [results[n].get(key) for n in names]
         cells = [fmt.format(v) if v is not None else "-" for v in values]
-        ratios = []
-        reference = results.get("node", {}).get(key)
-        for n in names:
-            if n == "node":
-                continue
-            value = results[n].get(key)
-            ratios.append(f"{value / reference:.2f}" if value and reference else "-")
-        print(f"| {label} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+        for n, a in ratios:
+            value, reference = results[n].get(key), results[a].get(key)
+            cells.append(f"{value / reference:.2f}" if value and reference else "-")
+        print(f"| {label} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
