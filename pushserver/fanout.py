@@ -190,12 +190,12 @@ class RoomFanout(IndexedRooms, socketio.AsyncRedisManager):  # type: ignore[misc
 
     async def _deliver(self, message: RoomMessage) -> None:
         """Queue the event on every local client in the room, encoded once."""
-        if "/" not in self.rooms:
-            return
+        participants = [eio_sid for _sid, eio_sid in self.get_participants("/", message.room)]
+        if not participants:
+            return  # nobody here is in the room: nothing to encode
         encoded = self.server.packet_class(
             packet.EVENT, namespace="/", data=[message.event, message.data]
         ).encode()
         text = eio_packet.Packet(eio_packet.MESSAGE, encoded).encode()
-        participants = (eio_sid for _sid, eio_sid in self.get_participants("/", message.room))
         sent = self.server.eio.broadcast_text(participants, text)
         self._stats.events_sent[message.event] += sent

@@ -24,6 +24,9 @@ class Wire:
     def write_text(self, text: str) -> None:
         self.sent.append(text)
 
+    def write_frame(self, text: str, frame: bytes, size: int) -> None:
+        self.sent.append(text)
+
     def write_binary(self, data: bytes) -> None:
         raise AssertionError("no binary here")
 
@@ -192,3 +195,14 @@ async def test_sessions_without_a_namespace_are_closed_after_the_connect_timeout
 
 async def _nothing(*args: Any) -> None:
     return None
+
+
+async def test_a_broadcast_reaches_every_live_session_named_once_and_counts_them():
+    engine, _ = engine_with_log()
+    wires = [Wire() for _ in range(3)]
+    sessions = [engine.open(wire, {}) for wire in wires]
+    engine.close(sessions[2], 1000, "gone")
+    sids = [s.sid for s in sessions] + ["no-such-sid"]
+    assert engine.broadcast_text(sids, '42["score",1]') == 2
+    assert [wire.sent[-1] for wire in wires[:2]] == ['42["score",1]'] * 2
+    assert '42["score",1]' not in wires[2].sent, "a closed session gets nothing more"
