@@ -101,6 +101,15 @@ async def connect_v4(client: PollingClient) -> None:
     assert any(p.startswith('40{"sid"') for p in packets)
 
 
+async def connect(client: PollingClient) -> None:
+    """Connected to socket.io: a v4 client asks, a v3 one is connected by the server."""
+    if client.version == 4:
+        await connect_v4(client)
+    else:
+        await client.open()
+        await client.receive_until("40")
+
+
 @pytest.fixture
 async def four_workers(server_factory, publish_token) -> RunningServer:
     return server_factory(workers=4, token=publish_token)
@@ -161,10 +170,7 @@ async def test_upgrade_to_websocket_keeps_the_session_and_the_count(four_workers
     server = four_workers
     client = PollingClient(server, version=version)
     try:
-        await client.open()
-        if version == 4:
-            await client.post("40")
-        await client.receive_until("40")
+        await connect(client)
         assert await server.total("socket_io_connected") == 1
         waiting = asyncio.create_task(client.get())
         await asyncio.sleep(0.2)
@@ -215,10 +221,7 @@ async def test_a_drained_polling_client_gets_a_close_packet(server_factory, vers
     server = server_factory(workers=2)
     client = PollingClient(server, version=version)
     try:
-        await client.open()
-        if version == 4:
-            await client.post("40")
-        await client.receive_until("40")
+        await connect(client)
         waiting = asyncio.create_task(client.get())
         await asyncio.sleep(0.2)
         server.process.send_signal(signal.SIGTERM)
