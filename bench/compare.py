@@ -47,7 +47,7 @@ from pathlib import Path
 import httpx
 
 from bench.agents import Agents
-from bench.procfs import cpu_seconds
+from bench.procfs import cpu_seconds, user_seconds
 from pushkit.progress import draw_bar
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,10 +210,11 @@ def idle_and_fanout(server: Server, agents: Agents, sockets: int, quick: bool) -
     time.sleep(window)
     idle_cores = (cpu_seconds(server.pid) - before) / window
     idle_cpu = 100 * idle_cores
-    times, costs = [], []
+    times, costs, user_costs = [], [], []
     for round_ in range(5):
         agents.broadcast("arm")
         cpu_before, started = cpu_seconds(server.pid), time.monotonic()
+        user_before = user_seconds(server.pid)
         sent_at = time.time()
         publish(server, "bench", sent_at)
         # Each agent waits for its own clients.
@@ -229,11 +230,13 @@ def idle_and_fanout(server: Server, agents: Agents, sockets: int, quick: bool) -
         # less what its heartbeats cost meanwhile.
         spent = cpu_seconds(server.pid) - cpu_before
         costs.append(spent - idle_cores * (time.monotonic() - started))
+        user_costs.append(user_seconds(server.pid) - user_before)
         time.sleep(1)
     return {
         "idle_cpu": idle_cpu,
         "fanout": statistics.median(times),
         "fanout_cpu_ms": 1000 * statistics.median(costs),
+        "fanout_user_ms": 1000 * statistics.median(user_costs),
     }
 
 
@@ -273,6 +276,7 @@ ROWS = (
     ("mem_19000", "KiB per idle connection at 19k", "{:.1f}", False),
     ("fanout", "10k fan-out, s (median of 5)", "{:.3f}", False),
     ("fanout_cpu_ms", "server CPU ms per 10k fan-out (median of 5)", "{:.1f}", False),
+    ("fanout_user_ms", "… of it user space, ms (the rest: the kernel's)", "{:.1f}", False),
     ("idle_cpu", "idle CPU at 10k, % of a core", "{:.1f}", False),
 )
 

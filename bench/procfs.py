@@ -26,6 +26,16 @@ def cpu_seconds(pid: int, reaped_children: bool = False) -> float:
     return used / CLOCK_TICKS
 
 
+def user_seconds(pid: int) -> float:
+    """utime alone: the process's own code, without the kernel's work on its behalf (on
+    loopback a sender's writes also run the receiving side's TCP stack)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return int(fields[11]) / CLOCK_TICKS
+
+
 def machine_busy_seconds() -> float:
     """CPU time every CPU spent on anything but idling and waiting for I/O, since boot."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
