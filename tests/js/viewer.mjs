@@ -19,6 +19,7 @@
 import { createInterface } from "node:readline";
 import { io as ioV4 } from "socket.io-client";
 import ioV2 from "socket.io-client-v2";
+import { wire } from "./wire.mjs";
 
 const [url, gameId, kind = "v4-websocket"] = process.argv.slice(2);
 const say = (record) => process.stdout.write(JSON.stringify(record) + "\n");
@@ -44,39 +45,7 @@ if (!(kind in clients)) {
   process.exit(2);
 }
 const socket = clients[kind]();
-const manager = socket.io;
-
-// Each (re)connection opens a new engine.io socket; its upgrade is what proves a client that
-// started on polling ended on websocket. Both versions' managers emit "open" per engine, before
-// the socket's "connect", so a fast upgrade is not missed.
-manager.on("open", () => {
-  const engine = manager.engine;
-  // engine.io-client 6 keeps the handshake's heartbeat in private fields, 3.x in public ones.
-  const pingInterval = engine._pingInterval ?? engine.pingInterval;
-  const pingTimeout = engine._pingTimeout ?? engine.pingTimeout;
-  say({ type: "open", transport: engine.transport.name, pingInterval, pingTimeout });
-  manager.engine.on("upgrade", (transport) => say({ type: "upgrade", transport: transport.name }));
-});
-socket.on("connect", () => {
-  say({ type: "connect", transport: manager.engine.transport.name });
-  socket.emit("joinByGameId", { gameId }, (ack) => say({ type: "ack", ack }));
-});
-socket.on("disconnect", (reason) => say({ type: "disconnect", reason }));
-// 4.x passes an Error; 2.x passes engine.io-client's error, an Error or a bare string.
-socket.on("connect_error", (error) =>
-  say({ type: "connect_error", message: error?.message ?? String(error) }),
-);
-if (typeof socket.onAny === "function") {
-  socket.onAny((name, data) => say({ type: "event", name, data }));
-} else {
-  // 2.x has no onAny: every incoming event goes through `onevent`.
-  const onevent = socket.onevent;
-  socket.onevent = function (packet) {
-    const [name, data] = packet.data ?? [];
-    say({ type: "event", name, data });
-    onevent.call(this, packet);
-  };
-}
+wire(socket, gameId, say);
 
 // The test can make the client send anything: one JSON [event, payload] per line.
 const lines = createInterface({ input: process.stdin });

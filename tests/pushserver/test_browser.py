@@ -77,10 +77,15 @@ async def page_server() -> AsyncIterator[PageServer]:
     async def bundle_v2(request: web.Request) -> web.FileResponse:
         return web.FileResponse(BUNDLE_V2)
 
+    async def wiring(request: web.Request) -> web.FileResponse:
+        # A module script must come as JavaScript; `.mjs` is not in every MIME table.
+        return web.FileResponse(JS / "wire.mjs", headers={"Content-Type": "text/javascript"})
+
     app = web.Application()
     app.router.add_get("/viewer.html", viewer)
     app.router.add_get("/socket.io.min.js", bundle)
     app.router.add_get("/socket.io-v2.js", bundle_v2)
+    app.router.add_get("/wire.mjs", wiring)
     app.router.add_post("/report", report)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
