@@ -111,6 +111,12 @@ class Handoff:
                 )
             except (BlockingIOError, InterruptedError):
                 return
+            if not data and not fds:
+                # Every sender's end is closed (the supervisor died and the siblings have
+                # exited): nothing more can come, and the end stays readable for ever, so
+                # without this the loop would spin and the worker never finish its drain.
+                self.stop()
+                return
             connections = [socket.socket(fileno=fd) for fd in fds]
             if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(connections) != 1:
                 # Not what a sibling sends; whatever came is closed.

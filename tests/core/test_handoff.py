@@ -74,3 +74,19 @@ def test_the_queue_moves_to_the_websocket_on_upgrade() -> None:
     transport.write_text("4after")
     assert websocket.sent == ["42[1]", b"\x01"]
     assert transport.take() == []
+
+
+async def test_a_receiving_end_whose_senders_are_all_gone_stops_being_read() -> None:
+    import socket
+
+    from pushserver.handoff import Handoff
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    stats = WorkerStats()
+    handoff = Handoff(0, [ours, theirs], stats)
+    handoff.start()
+    theirs.close()  # the last sender: the end now reads as end-of-file, and stays readable
+    handoff._receive()  # returns (it spun for ever before) ...
+    assert stats.handoffs["malformed"] == 0
+    handoff.stop()  # ... having removed its reader already: removing it again is a no-op
+    ours.close()
