@@ -77,9 +77,14 @@ _REFUSAL_MESSAGES = {
 }
 
 
-def error_body(refusal: Refusal) -> str:
-    """The JSON body engine.io's server sends with a refusal."""
-    return json.dumps({"code": int(refusal), "message": refusal.message})
+# engine.io's own words for an Origin it does not accept (code 4, FORBIDDEN).
+NOT_AN_ACCEPTED_ORIGIN = "Not an accepted origin"
+
+
+def error_body(refusal: Refusal, message: str | None = None) -> str:
+    """The JSON body engine.io's server sends with a refusal (its usual message unless one is
+    given)."""
+    return json.dumps({"code": int(refusal), "message": message or refusal.message})
 
 
 # -- session ids ------------------------------------------------------------------------------

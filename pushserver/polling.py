@@ -26,7 +26,7 @@ import asyncio
 import time
 
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from pushserver import eio
@@ -142,7 +142,7 @@ class Polling:
         if handshake.transport != "polling":
             return refused(eio.Refusal.BAD_REQUEST)
         if not self._origin_allowed(request.headers.get("origin")):
-            return JSONResponse({"code": 4, "message": "Not an accepted origin"}, 400)
+            return refused(eio.Refusal.FORBIDDEN, message=eio.NOT_AN_ACCEPTED_ORIGIN)
         if handshake.sid is None:
             if request.method != "GET":
                 return refused(eio.Refusal.BAD_HANDSHAKE_METHOD)
@@ -245,5 +245,5 @@ class Polling:
             del self._closed[sid]
 
 
-def refused(refusal: eio.Refusal, status: int = 400) -> Response:
-    return Response(eio.error_body(refusal), status, media_type="application/json")
+def refused(refusal: eio.Refusal, status: int = 400, message: str | None = None) -> Response:
+    return Response(eio.error_body(refusal, message), status, media_type="application/json")

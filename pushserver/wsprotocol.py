@@ -11,7 +11,6 @@ waiting poll, `5`) and then carries that session on (`Engine.switch_transport`).
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -209,11 +208,11 @@ class EngineProtocol(asyncio.Protocol):
             self._http_error(404, "not found")
         elif refusal is not None or handshake is None:
             refusal = eio.Refusal.BAD_REQUEST if refusal is None else refusal  # 0 is falsy
-            self._engine_error(int(refusal), refusal.message)
+            self._engine_error(refusal)
         elif engine.allowed_origins is not None and headers.get("origin") not in (
             engine.allowed_origins
         ):
-            self._engine_error(4, "Not an accepted origin")
+            self._engine_error(eio.Refusal.FORBIDDEN, eio.NOT_AN_ACCEPTED_ORIGIN)
         elif headers.get("sec-websocket-version") != "13" or "sec-websocket-key" not in headers:
             self._http_error(400, "not a websocket handshake")
         elif probed is None and (why := engine.refusal()) is not None:
@@ -246,8 +245,8 @@ class EngineProtocol(asyncio.Protocol):
             return None, eio.Refusal.BAD_REQUEST
         return handshake, None
 
-    def _engine_error(self, code: int, message: str) -> None:
-        self._http_error(400, json.dumps({"code": code, "message": message}), "application/json")
+    def _engine_error(self, refusal: eio.Refusal, message: str | None = None) -> None:
+        self._http_error(400, eio.error_body(refusal, message), "application/json")
 
     def _http_error(
         self,
