@@ -26,10 +26,10 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
-from urllib.parse import parse_qs
 
 from pushkit.logs import LogLimiter
 from pushserver import eio
+from pushserver.requestline import EngineRequest, engine_request
 from pushserver.stats import WorkerStats
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,6 @@ _complaints = LogLimiter(log)
 # What a handed-off connection may carry along: its request line and headers (uvicorn's limit
 # is far below this) and the start of a polling POST body.
 MAX_HANDOFF_BYTES = 64 * 1024
-_PATH = b"/socket.io"
 
 
 def channels(workers: int) -> list[tuple[socket.socket, socket.socket]]:
@@ -49,17 +48,13 @@ def channels(workers: int) -> list[tuple[socket.socket, socket.socket]]:
 def owner_of_request(line: bytes, me: int, workers: int) -> int | None:
     """The sibling worker that must serve this request line (`GET /socket.io/?…sid=… HTTP/1.1`),
     or None if this one serves it (not engine.io, no sid, ours, or naming no worker)."""
-    parts = line.split(b" ")
-    if len(parts) != 3:
-        return None
-    path, _, query = parts[1].partition(b"?")
-    if path.rstrip(b"/") != _PATH or b"sid=" not in query:
-        return None
-    try:
-        sids = parse_qs(query.decode("ascii"), max_num_fields=16).get("sid")
-    except (UnicodeDecodeError, ValueError):
-        return None
-    owner = None if sids is None else eio.owner_of(sids[0])
+    request = engine_request(line)
+    return None if request is None else owner_of_session(request.sid, me, workers)
+
+
+def owner_of_session(sid: str | None, me: int, workers: int) -> int | None:
+    """The sibling worker that owns session `sid`, or None if it is this one's or nobody's."""
+    owner = None if sid is None else eio.owner_of(sid)
     if owner is None or owner == me or owner >= workers:
         return None
     return owner
@@ -78,8 +73,8 @@ class Handoff:
         for end in ends:
             end.setblocking(False)
 
-    def owner_of(self, line: bytes) -> int | None:
-        return owner_of_request(line, self.me, self.workers)
+    def owner_of(self, request: EngineRequest) -> int | None:
+        return owner_of_session(request.sid, self.me, self.workers)
 
     def send(self, owner: int, fd: int, data: bytes) -> bool:
         """Pass the connection `fd` and the bytes read from it to `owner`; False if it could

@@ -27,6 +27,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from pushserver import websocket as ws
 from pushserver.handoff import Handoff
+from pushserver.requestline import engine_request
 from pushserver.stats import WorkerStats
 
 
@@ -52,8 +53,9 @@ class _GuardedHttp(HttpToolsProtocol):
     guard: HttpGuard
     _counted = False
     _header_timer: asyncio.TimerHandle | None = None
-    # Reading a new request's first line, to see whether it belongs to a sibling worker.
-    _peeking = True
+    # Reading a new request's first line (client port only), to see whether it belongs to a
+    # sibling worker or is a websocket upgrade for the engine.
+    _peeking = False
     _peeked = b""
     _message_open = False
     # A connection handed to this worker: the bytes its first worker had read.
@@ -69,14 +71,14 @@ class _GuardedHttp(HttpToolsProtocol):
             return
         guard.stats.http_connections[guard.port] += 1
         self._counted = True
+        self._peeking = guard.port == "client"
         self._arm()
         if self.handed_bytes is not None:
             data, self.handed_bytes = self.handed_bytes, None
             self.data_received(data)
 
     def data_received(self, data: bytes) -> None:
-        handoff = self.guard.handoff
-        if not self._peeking or handoff is None:
+        if not self._peeking:
             super().data_received(data)
             return
         data = self._peeked + data
@@ -84,19 +86,51 @@ class _GuardedHttp(HttpToolsProtocol):
         if end < 0 and len(data) < _MAX_REQUEST_LINE:
             self._peeked = data
             return
-        self._peeking, self._peeked = False, b""
-        owner = None if end < 0 else handoff.owner_of(data[:end])
-        if owner is None:
-            super().data_received(data)
+        request = None if end < 0 else engine_request(data[:end])
+        if request is None:
+            self._to_uvicorn(data)
             return
+        handoff = self.guard.handoff
+        owner = None if handoff is None else handoff.owner_of(request)
+        if owner is not None:
+            self._hand_to(owner, data)
+        elif request.websocket:
+            # Wait for the whole handshake (the header timer runs on), then skip uvicorn: its
+            # HTTP machinery was a third of a new websocket's CPU (docs/benchmarks.md).
+            if data.find(b"\r\n\r\n", end) < 0 and len(data) <= ws.MAX_HANDSHAKE_BYTES:
+                self._peeked = data
+                return
+            self._to_websocket(data)
+        else:
+            self._to_uvicorn(data)
+
+    def _to_uvicorn(self, data: bytes) -> None:
+        self._peeking, self._peeked = False, b""
+        super().data_received(data)
+
+    def _hand_to(self, owner: int, data: bytes) -> None:
+        self._peeking, self._peeked = False, b""
+        assert self.guard.handoff is not None
         sock = self.transport.get_extra_info("socket")
-        if handoff.send(owner, sock.fileno(), data):
+        if self.guard.handoff.send(owner, sock.fileno(), data):
             # The owner has the connection now; closing our descriptor leaves it open.
             self._uncount()
             self.transport.close()
         else:
             self.transport.write(_UNAVAILABLE)
             self.transport.close()
+
+    def _to_websocket(self, data: bytes) -> None:
+        """What uvicorn's `handle_websocket_upgrade` does, given the bytes as they came."""
+        self._peeking, self._peeked = False, b""
+        self._uncount()
+        self.connections.discard(self)
+        protocol = self.ws_protocol_class(  # type: ignore[call-arg, misc]
+            config=self.config, server_state=self.server_state, app_state=self.app_state
+        )
+        protocol.connection_made(self.transport)
+        self.transport.set_protocol(protocol)
+        protocol.data_received(data)
 
     def on_message_begin(self) -> None:
         self._message_open = True
@@ -138,7 +172,9 @@ class _GuardedHttp(HttpToolsProtocol):
             # The next request on this keep-alive connection gets the same time.
             self._arm()
             # And may be for a sibling's session, unless the client already sent part of it.
-            self._peeking = not self._message_open and not self.pipeline
+            self._peeking = (
+                self.guard.port == "client" and not self._message_open and not self.pipeline
+            )
 
     def handle_websocket_upgrade(self) -> None:
         # From here the engine counts and times the connection.

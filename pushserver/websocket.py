@@ -25,6 +25,9 @@ TEXT, BINARY, CLOSE, PING, PONG, CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
 NORMAL, GOING_AWAY, PROTOCOL_ERROR, INVALID_DATA = 1000, 1001, 1002, 1007
 POLICY_VIOLATION, TOO_BIG, INTERNAL_ERROR, SERVICE_RESTART = 1008, 1009, 1011, 1012
 
+# An upgrade request's line and headers together: a browser's are 1 to 2 KB.
+MAX_HANDSHAKE_BYTES = 16 * 1024
+
 
 _PHRASES = {
     400: "Bad Request", 404: "Not Found", 408: "Request Timeout",

@@ -20,7 +20,6 @@ from pushserver import eio
 from pushserver import websocket as ws
 from pushserver.engine import _NOOP, _UPGRADE, SLOW_CLIENT_BYTES, Engine, Session, Transport
 
-_MAX_HANDSHAKE_BYTES = 16 * 1024
 # How long a closing socket waits for the client's close frame (RFC 6455 §7.1.1).
 CLOSE_TIMEOUT_SECONDS = 5.0
 # How long an upgrading websocket may take to send `2probe` and `5`: engine.io-client sends
@@ -87,7 +86,7 @@ class EngineProtocol(asyncio.Protocol):
             self._handshake += data
             end = self._handshake.find(b"\r\n\r\n")
             if end < 0:
-                if len(self._handshake) > _MAX_HANDSHAKE_BYTES:
+                if len(self._handshake) > ws.MAX_HANDSHAKE_BYTES:
                     self._http_error(431, "request headers too large")
                 return
             request, rest = bytes(self._handshake[:end]), bytes(self._handshake[end + 4 :])
@@ -188,9 +187,13 @@ class EngineProtocol(asyncio.Protocol):
         method, _, rest = lines[0].partition(" ")
         target = rest.rpartition(" ")[0]
         headers = {}
+        malformed = False
         for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
+            name, colon, value = line.partition(":")
+            # A field name is a token: no space before the colon (RFC 9112 §5.1), no colon-less
+            # lines. uvicorn's parser refused these before `httpguard` sent upgrades here.
+            malformed = malformed or not colon or not name or name != name.strip()
+            headers[name.lower()] = value.strip()
         url = urlsplit(target)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         engine = self.engine
@@ -204,7 +207,9 @@ class EngineProtocol(asyncio.Protocol):
                 or (probed.version != handshake.protocol)
             ):
                 refusal = eio.Refusal.UNKNOWN_SID
-        if method != "GET" or url.path.rstrip("/") != "/socket.io":
+        if malformed or len(lines[0].split(" ")) != 3:
+            self._http_error(400, "malformed request")
+        elif method != "GET" or url.path.rstrip("/") != "/socket.io":
             self._http_error(404, "not found")
         elif refusal is not None or handshake is None:
             refusal = eio.Refusal.BAD_REQUEST if refusal is None else refusal  # 0 is falsy
@@ -213,6 +218,9 @@ class EngineProtocol(asyncio.Protocol):
             engine.allowed_origins
         ):
             self._engine_error(eio.Refusal.FORBIDDEN, eio.NOT_AN_ACCEPTED_ORIGIN)
+        elif "websocket" not in _tokens(headers.get("upgrade", "")):
+            # A plain GET that says transport=websocket: what the polling app answers it.
+            self._engine_error(eio.Refusal.BAD_REQUEST)
         elif headers.get("sec-websocket-version") != "13" or "sec-websocket-key" not in headers:
             self._http_error(400, "not a websocket handshake")
         elif probed is None and (why := engine.refusal()) is not None:
@@ -312,3 +320,8 @@ class EngineProtocol(asyncio.Protocol):
             messages = [ws.Message(ws.CLOSE, b"", 0)]
         if any(message.opcode == ws.CLOSE for message in messages) and self.transport:
             self.transport.close()
+
+
+def _tokens(value: str) -> list[str]:
+    """A comma-separated header's tokens, lower-cased (`Upgrade: websocket`)."""
+    return [token.strip().lower() for token in value.split(",")]
