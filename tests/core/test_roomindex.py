@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from bidict import ValueDuplicationError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from socketio.base_manager import BaseManager
@@ -60,8 +62,33 @@ def test_the_rooms_are_the_librarys_after_any_sequence(sequence: list[tuple[str,
         _apply(plain, op)
         _apply(indexed, op)
         assert _snapshot(indexed) == _snapshot(plain)
+        for room in [None, *SIDS, *GAMES]:
+            assert sorted(indexed.get_participants(NAMESPACE, room)) == sorted(
+                plain.get_participants(NAMESPACE, room)
+            )
+        assert sorted(indexed.get_participants(NAMESPACE, GAMES)) == sorted(
+            plain.get_participants(NAMESPACE, GAMES)
+        )
+        for sid in SIDS:
+            eio_sid = "e" + sid
+            assert indexed.sid_from_eio_sid(eio_sid, NAMESPACE) == plain.sid_from_eio_sid(
+                eio_sid, NAMESPACE
+            )
     for sid in SIDS:
         assert sorted(indexed.get_rooms(sid, NAMESPACE)) == sorted(plain.get_rooms(sid, NAMESPACE))
+
+
+def test_a_second_socket_on_one_transport_is_refused_as_the_library_refuses_it():
+    for manager in (BaseManager(), Indexed()):
+        manager.basic_enter_room("s1", NAMESPACE, None, eio_sid="e1")
+        with pytest.raises(ValueDuplicationError):
+            manager.basic_enter_room("s2", NAMESPACE, None, eio_sid="e1")
+        assert manager.sid_from_eio_sid("e1", NAMESPACE) == "s1"
+        assert dict(manager.rooms[NAMESPACE][None]) == {"s1": "e1"}
+        with pytest.raises(ValueError, match="cannot enter a sid room"):
+            manager.basic_enter_room("s2", NAMESPACE, "s1", eio_sid="e2")
+        with pytest.raises(ValueError, match="not connected"):
+            manager.basic_enter_room("s3", "/other", "g1")
 
 
 def test_a_disconnect_looks_only_at_the_sockets_own_rooms():
