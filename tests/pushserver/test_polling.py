@@ -30,6 +30,7 @@ class PollingClient:
             base_url=server.url, timeout=40, limits=httpx.Limits(max_keepalive_connections=0)
         )
         self.sid = ""
+        self.unread: list[str] = []
 
     def params(self, **more: str) -> dict[str, str]:
         params = {"EIO": str(self.version), "transport": "polling", **more}
@@ -54,6 +55,8 @@ class PollingClient:
         packets = self.decode(response.text)
         opening = packets[0]
         assert isinstance(opening, str) and opening[0] == "0"
+        # What may come with it (v3: the server's own "40"), as a client reads it too.
+        self.unread = [p for p in packets[1:] if isinstance(p, str)]
         document: dict[str, Any] = json.loads(opening[1:])
         self.sid = document["sid"]
         return document
@@ -76,7 +79,9 @@ class PollingClient:
 
     async def receive_until(self, prefix: str, polls: int = 5) -> list[str]:
         """Poll until a packet starting with `prefix` came; every text packet seen."""
-        seen: list[str] = []
+        seen, self.unread = self.unread, []
+        if any(p.startswith(prefix) for p in seen):
+            return seen
         for _ in range(polls):
             seen += [p for p in await self.get() if isinstance(p, str)]
             if any(p.startswith(prefix) for p in seen):
