@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
 import json
 import secrets
 from collections.abc import Mapping, Sequence
@@ -159,6 +160,23 @@ def open_packet(
     max_payload: int,
 ) -> str:
     """The OPEN packet. v3 has no `maxPayload` (its clients ignore it; engine.io 3 sent none)."""
+    if len(sid) == SID_LENGTH and not sid.strip(SID_ALPHABET):
+        # Our own ids need no JSON escaping: the rest of the packet is built once per kind.
+        head, tail = _open_template(
+            protocol, tuple(upgrades), ping_interval_ms, ping_timeout_ms, max_payload
+        )
+        return head + sid + tail
+    return _open_json(protocol, sid, upgrades, ping_interval_ms, ping_timeout_ms, max_payload)
+
+
+def _open_json(
+    protocol: int,
+    sid: str,
+    upgrades: Sequence[str],
+    ping_interval_ms: int,
+    ping_timeout_ms: int,
+    max_payload: int,
+) -> str:
     fields: dict[str, object] = {
         "sid": sid,
         "upgrades": list(upgrades),
@@ -168,6 +186,20 @@ def open_packet(
     if protocol >= 4:
         fields["maxPayload"] = max_payload
     return "0" + json.dumps(fields, separators=(",", ":"))
+
+
+@functools.cache
+def _open_template(
+    protocol: int,
+    upgrades: tuple[str, ...],
+    ping_interval_ms: int,
+    ping_timeout_ms: int,
+    max_payload: int,
+) -> tuple[str, str]:
+    marker = "A" * SID_LENGTH
+    packet = _open_json(protocol, marker, upgrades, ping_interval_ms, ping_timeout_ms, max_payload)
+    head, _, tail = packet.partition(marker)
+    return head, tail
 
 
 # -- payloads ---------------------------------------------------------------------------------

@@ -166,3 +166,24 @@ def test_handshake(query: dict[str, str], allow_eio3: bool, expected: Refusal | 
             "code": int(expected),
             "message": expected.message,
         }
+
+
+@given(
+    st.integers(3, 4),
+    st.text(max_size=24) | st.text(eio.SID_ALPHABET, min_size=20, max_size=20),
+    st.lists(st.sampled_from(["websocket", "polling"]), max_size=2),
+    st.integers(1, 10**6),
+)
+def test_the_open_packet_is_the_json_of_its_fields_whatever_the_sid(
+    protocol: int, sid: str, upgrades: list[str], interval: int
+) -> None:
+    # Our ids take a prebuilt template; anything else is encoded in full: the same JSON.
+    text = eio.open_packet(
+        protocol, sid, upgrades=upgrades, ping_interval_ms=interval,
+        ping_timeout_ms=20000, max_payload=16384,
+    )  # fmt: skip
+    expected = {"sid": sid, "upgrades": upgrades, "pingInterval": interval, "pingTimeout": 20000}
+    if protocol == 4:
+        expected["maxPayload"] = 16384
+    assert text[0] == "0"
+    assert json.loads(text[1:]) == expected
