@@ -4,8 +4,10 @@
 read concurrently, each over its own kept connection (`adapter.fetch`: httpx's pool scans every
 connection on each request, so a round over n endpoints cost n², and aiohttp's client cost more
 per request than the parse; bench/adapter.py). Each read ends as a
-`WorkerReading` for `adapter.aggregate`: the samples, or the reason there are none (refused,
-timeout, too large, an HTTP error, text that is malformed or not to be trusted). One bad target
+`WorkerReading` for `adapter.aggregate`: the samples of the families the adapter reads
+(`adapter.shapes`, through the shape of the endpoint's last body when it fits), or the reason
+there are none (refused, timeout, too large, an HTTP error, text that is malformed or not to be
+trusted). One bad target
 never costs another one anything, and never an exception out of here: a bug met while reading
 one target is that target's `internal_error`, logged at most once a minute per exception type.
 """
@@ -23,6 +25,7 @@ from adapter.aggregate import Reason, WorkerReading
 from adapter.errors import describe
 from adapter.fetch import Fetcher, FetchFailed
 from adapter.samples import MalformedScrape, UntrustedScrape, parse_samples
+from adapter.shapes import Shape, read_served
 from pushkit.logs import LogLimiter
 
 log = logging.getLogger("pushscale.adapter.scrape")
@@ -51,9 +54,14 @@ class Scraper:
         self._settings = settings
         self._clock = clock
         self._bugs = LogLimiter(log)
+        # Each endpoint's last body's shape: the next one is read by comparison with it.
+        self._shapes: dict[str, Shape] = {}
 
     async def round(self, targets: Sequence[Target]) -> dict[Target, WorkerReading]:
-        self._fetcher.keep_only({target.url for target in targets})
+        urls = {target.url for target in targets}
+        self._fetcher.keep_only(urls)
+        for url in [url for url in self._shapes if url not in urls]:
+            del self._shapes[url]
         readings = await asyncio.gather(*(self.read(target) for target in targets))
         return dict(zip(targets, readings, strict=True))
 
@@ -67,7 +75,12 @@ class Scraper:
         try:
             async with asyncio.timeout(settings.timeout_seconds):
                 body = await self._fetch(target.url)
-            samples = parse_samples(body)
+            shape: Shape | None
+            samples, shape = read_served(body, self._shapes.get(target.url), strict=parse_samples)
+            if shape is None:
+                self._shapes.pop(target.url, None)
+            else:
+                self._shapes[target.url] = shape
         except TimeoutError:
             kind, reason = "timeout", f"timeout after {settings.timeout_seconds:g} s"
         except FetchFailed as exc:
