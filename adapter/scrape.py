@@ -18,10 +18,12 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 from adapter.aggregate import Reason, WorkerReading
+from adapter.catalog import READ_TYPES
 from adapter.errors import describe
 from adapter.fetch import Fetcher, FetchFailed
 from adapter.samples import MalformedScrape, UntrustedScrape, parse_samples
@@ -48,9 +50,17 @@ class ScrapeSettings:
     max_body_bytes: int = 1024 * 1024
 
 
+def served_query(names: Iterable[str] = READ_TYPES) -> str:
+    """`name[]=...` for every family the adapter reads: prometheus_client's exposition (a push
+    server worker's `/metrics`) then writes only those, leaving out the process and Python
+    collectors (~30% of the lines, and the worker's cost of collecting them). An endpoint that
+    ignores the query sends everything, and the rest is skipped when read."""
+    return urlencode([("name[]", name) for name in sorted(names)])
+
+
 class Scraper:
     def __init__(self, settings: ScrapeSettings, clock: Callable[[], float] = time.time) -> None:
-        self._fetcher = Fetcher(settings.max_body_bytes)
+        self._fetcher = Fetcher(settings.max_body_bytes, query=served_query())
         self._settings = settings
         self._clock = clock
         self._bugs = LogLimiter(log)
