@@ -37,15 +37,17 @@ class Endpoint:
     request: bytes
 
     @classmethod
-    def of(cls, url: str, user_agent: str) -> Endpoint:
+    def of(cls, url: str, user_agent: str, query: str = "") -> Endpoint:
+        """`query` is added to the URL's own (`name[]=...`: the families to send)."""
         parts = urlsplit(url)
         if parts.scheme != "http" or parts.hostname is None:
             raise ValueError(f"not an http:// URL: {url!r}")
         port = parts.port or 80
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         path = parts.path or "/"
-        if parts.query:
-            path += "?" + parts.query
+        asked = "&".join(part for part in (parts.query, query) if part)
+        if asked:
+            path += "?" + asked
         request = (
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: {user_agent}\r\n"
             "Accept: text/plain\r\n\r\n"
@@ -150,9 +152,12 @@ class _Connection(asyncio.Protocol):
 class Fetcher:
     """Kept connections by URL. Used from one event loop."""
 
-    def __init__(self, max_body_bytes: int, user_agent: str = "pushscale-adapter") -> None:
+    def __init__(
+        self, max_body_bytes: int, user_agent: str = "pushscale-adapter", query: str = ""
+    ) -> None:
         self._limit = max_body_bytes
         self._user_agent = user_agent
+        self._query = query
         self._endpoints: dict[str, Endpoint] = {}
         self._idle: dict[str, _Connection] = {}
 
@@ -162,7 +167,7 @@ class Fetcher:
         next request's."""
         endpoint = self._endpoints.get(url)
         if endpoint is None:
-            endpoint = self._endpoints[url] = Endpoint.of(url, self._user_agent)
+            endpoint = self._endpoints[url] = Endpoint.of(url, self._user_agent, self._query)
         kept = self._idle.pop(url, None)
         if kept is not None and kept.reusable:
             try:

@@ -4,8 +4,10 @@
 read concurrently, each over its own kept connection (`adapter.fetch`: httpx's pool scans every
 connection on each request, so a round over n endpoints cost n², and aiohttp's client cost more
 per request than the parse; bench/adapter.py). Each read ends as a
-`WorkerReading` for `adapter.aggregate`: the samples, or the reason there are none (refused,
-timeout, too large, an HTTP error, text that is malformed or not to be trusted). One bad target
+`WorkerReading` for `adapter.aggregate`: the samples of the families the adapter reads
+(`adapter.shapes`, through the shape of the endpoint's last body when it fits), or the reason
+there are none (refused, timeout, too large, an HTTP error, text that is malformed or not to be
+trusted). One bad target
 never costs another one anything, and never an exception out of here: a bug met while reading
 one target is that target's `internal_error`, logged at most once a minute per exception type.
 """
@@ -16,13 +18,16 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 from adapter.aggregate import Reason, WorkerReading
+from adapter.catalog import READ_TYPES
 from adapter.errors import describe
 from adapter.fetch import Fetcher, FetchFailed
 from adapter.samples import MalformedScrape, UntrustedScrape, parse_samples
+from adapter.shapes import Shape, read_served
 from pushkit.logs import LogLimiter
 
 log = logging.getLogger("pushscale.adapter.scrape")
@@ -45,31 +50,70 @@ class ScrapeSettings:
     max_body_bytes: int = 1024 * 1024
 
 
+def served_query(names: Iterable[str] = READ_TYPES) -> str:
+    """`name[]=...` for every family the adapter reads: prometheus_client's exposition (a push
+    server worker's `/metrics`) then writes only those, leaving out the process and Python
+    collectors (~30% of the lines, and the worker's cost of collecting them). An endpoint that
+    ignores the query sends everything, and the rest is skipped when read."""
+    return urlencode([("name[]", name) for name in sorted(names)])
+
+
 class Scraper:
     def __init__(self, settings: ScrapeSettings, clock: Callable[[], float] = time.time) -> None:
-        self._fetcher = Fetcher(settings.max_body_bytes)
+        self._fetcher = Fetcher(settings.max_body_bytes, query=served_query())
         self._settings = settings
         self._clock = clock
         self._bugs = LogLimiter(log)
+        # Each endpoint's last body's shape: the next one is read by comparison with it.
+        self._shapes: dict[str, Shape] = {}
 
     async def round(self, targets: Sequence[Target]) -> dict[Target, WorkerReading]:
-        self._fetcher.keep_only({target.url for target in targets})
-        readings = await asyncio.gather(*(self.read(target) for target in targets))
-        return dict(zip(targets, readings, strict=True))
+        urls = {target.url for target in targets}
+        self._fetcher.keep_only(urls)
+        for url in [url for url in self._shapes if url not in urls]:
+            del self._shapes[url]
+        # Every read starts now, so one deadline for the round is each read's timeout: one
+        # timer instead of one `asyncio.timeout` per read (~8% of a 4000-endpoint round).
+        started = self._clock()
+        timeout = self._settings.timeout_seconds
+        tasks = [asyncio.ensure_future(self.read(target)) for target in targets]
+        try:
+            if tasks:
+                _, late = await asyncio.wait(tasks, timeout=timeout)
+                for task in late:
+                    task.cancel()
+                if late:
+                    await asyncio.wait(late)
+        except BaseException:
+            for task in tasks:
+                task.cancel()  # the round itself is cancelled: its reads go with it
+            raise
+        readings: dict[Target, WorkerReading] = {}
+        for target, task in zip(targets, tasks, strict=True):
+            if task.cancelled():
+                readings[target] = WorkerReading(
+                    target.worker, started, error=f"timeout after {timeout:g} s",
+                    error_kind="timeout",
+                )  # fmt: skip
+            else:
+                readings[target] = task.result()
+        return readings
 
     async def close(self) -> None:
         self._fetcher.close()
 
     async def read(self, target: Target) -> WorkerReading:
-        settings = self._settings
+        """One target's reading; no timeout of its own (`round` has one for all)."""
         started = self._clock()
         kind: Reason
         try:
-            async with asyncio.timeout(settings.timeout_seconds):
-                body = await self._fetch(target.url)
-            samples = parse_samples(body)
-        except TimeoutError:
-            kind, reason = "timeout", f"timeout after {settings.timeout_seconds:g} s"
+            body = await self._fetch(target.url)
+            shape: Shape | None
+            samples, shape = read_served(body, self._shapes.get(target.url), strict=parse_samples)
+            if shape is None:
+                self._shapes.pop(target.url, None)
+            else:
+                self._shapes[target.url] = shape
         except FetchFailed as exc:
             kind, reason = exc.kind, str(exc)
         except UntrustedScrape as exc:

@@ -1,16 +1,18 @@
-"""The adapter's scrape rounds, API latency, CPU and value age for 10, 100 and 400 workers.
+"""The adapter's scrape rounds, API latency, CPU and value age for 10 to 4000 workers.
 
     .venv/bin/python -m bench.adapter [--sizes 10,100,400] [--requests 500] [--seconds 10]
 
 One endpoint process (aiohttp on uvloop, pinned to CPU 1) listens on a block of consecutive
 ports, each a push server worker: its `/metrics` body is a busy worker's exposition built by
-`pushserver.exposition` (~5 KB, 40 samples, labelled counters included), so the adapter
-parses what it would parse in a cluster. Endpoint k belongs to pod k // 4 as worker k % 4:
-pods of 4 workers on consecutive ports, as `--metrics-port` lays them out; a size that is not
-a multiple of 4 ends with a smaller pod (10 = 4 + 4 + 2).
+`pushserver.exposition` (~6 KB, 45 samples, labelled counters included), so the adapter
+parses what it would parse in a cluster. Like a worker's prometheus_client exposition, an
+endpoint honours `name[]=` (the adapter asks for the families it reads); each body is written
+once per query, since real workers write theirs on other machines. Endpoint k belongs to pod
+k // 4 as worker k % 4: pods of 4 workers on consecutive ports, as `--metrics-port` lays them
+out; a size that is not a multiple of 4 ends with a smaller pod (10 = 4 + 4 + 2).
 
 For each size, the real `pushscale adapter` (pinned to CPU 0, default intervals: a round every
-second, values at most 2 s old) serves those pods from `--static-pods` over self-signed TLS:
+0.5 s, values at most 2 s old) serves those pods from `--static-pods` over self-signed TLS:
 
 1. quiet, `--seconds`: the adapter's CPU (/proc) over the rounds it finished (its own
    `pushscale_adapter_scrape_round_seconds` count), i.e. CPU per round;
@@ -52,12 +54,13 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 import uvloop
 import yaml
 from aiohttp import web
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.procfs import cpu_seconds
@@ -73,10 +76,10 @@ API_PATH = (
     f"/apis/custom.metrics.k8s.io/v1beta2/namespaces/{NAMESPACE}/pods/*/socket_io_connected"
     "?labelSelector=app%3Dpush"
 )
-# The issue's targets on this machine.
-ROUND_TARGET_MS = 250.0
-API_P99_TARGET_MS = 20.0
-AGE_TARGET_SECONDS = 2.0
+# Issue 14's targets on this machine (issue 3's were 250 ms at 400 endpoints, 20 ms, 2 s).
+ROUND_TARGET_MS = 1000.0
+API_P99_TARGET_MS = 10.0
+AGE_TARGET_SECONDS = 1.0
 # Rounds the adapter finishes before anything is measured: every keep-alive connection open.
 WARM_UP_SECONDS = 3.0
 DEBUG_POLL_SECONDS = 0.25
@@ -91,8 +94,8 @@ def pod_name(index: int) -> str:
 # The endpoints: one process, every port, fixed bodies.
 
 
-def busy_exposition(pod: str, worker: int) -> bytes:
-    """A worker's /metrics a while into a match day: every labelled family has series."""
+def busy_registry(pod: str, worker: int) -> CollectorRegistry:
+    """A worker's registry a while into a match day: every labelled family has series."""
     from pushserver.exposition import ProcessCollector, WorkerIdentity, worker_registry
     from pushserver.stats import WorkerStats
 
@@ -114,7 +117,11 @@ def busy_exposition(pod: str, worker: int) -> bytes:
     stats.rejected_connections.update(overloaded=3)
     stats.publishes.update({"200": 91_233, "401": 2})
     identity = WorkerIdentity(pod, worker, "0.1.0")
-    return generate_latest(worker_registry(stats, identity, ProcessCollector()))
+    return worker_registry(stats, identity, ProcessCollector())
+
+
+def busy_exposition(pod: str, worker: int) -> bytes:
+    return generate_latest(busy_registry(pod, worker))
 
 
 def bind_port_block(count: int) -> list[socket.socket]:
@@ -141,22 +148,32 @@ def bind_port_block(count: int) -> list[socket.socket]:
 async def _endpoints(pipe: Connection, count: int) -> None:
     sockets = bind_port_block(count)
     base = sockets[0].getsockname()[1]
-    bodies = {
-        base + k: busy_exposition(pod_name(k // WORKERS_PER_POD), k % WORKERS_PER_POD)
+    registries = {
+        base + k: busy_registry(pod_name(k // WORKERS_PER_POD), k % WORKERS_PER_POD)
         for k in range(count)
     }
+    # Each body is made once per query: the endpoints stand in for workers on other machines,
+    # whose cost of writing them is not the adapter's.
+    bodies: dict[tuple[int, str], bytes] = {}
 
     async def metrics(request: web.BaseRequest) -> web.StreamResponse:
         assert request.transport is not None
         port = request.transport.get_extra_info("sockname")[1]
-        return web.Response(
-            body=bodies[port], headers={"Content-Type": "text/plain; version=0.0.4"}
-        )
+        key = port, request.query_string
+        body = bodies.get(key)
+        if body is None:
+            # `name[]` as a worker's prometheus_client exposition honours it.
+            names = parse_qs(request.query_string).get("name[]")
+            registry = registries[port]
+            body = bodies[key] = generate_latest(
+                registry if names is None else registry.restricted_registry(names)
+            )
+        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
     handler = web.Server(metrics)
     loop = asyncio.get_running_loop()
     servers = [await loop.create_server(handler, sock=sock) for sock in sockets]
-    pipe.send({"base": base, "bytes": len(bodies[base])})
+    pipe.send({"base": base, "bytes": len(generate_latest(registries[base]))})
     # Until the parent says stop, or dies (the pipe then ends with EOFError).
     with contextlib.suppress(EOFError):
         await loop.run_in_executor(None, pipe.recv)
@@ -496,12 +513,12 @@ def measure_fresh(
 
 def verdict(figures: Mapping[str, float]) -> str:
     missed = []
-    if figures["round_p99"] >= ROUND_TARGET_MS:
-        missed.append(f"round ≥ {ROUND_TARGET_MS:.0f} ms")
-    if figures["api_p99"] >= API_P99_TARGET_MS:
-        missed.append(f"API p99 ≥ {API_P99_TARGET_MS:.0f} ms")
-    if not figures["age_p99"] < AGE_TARGET_SECONDS:
-        missed.append(f"age ≥ {AGE_TARGET_SECONDS:.0f} s")
+    if not figures["round_p99"] <= ROUND_TARGET_MS:
+        missed.append(f"round > {ROUND_TARGET_MS:.0f} ms")
+    if not figures["api_p99"] <= API_P99_TARGET_MS:
+        missed.append(f"API p99 > {API_P99_TARGET_MS:.0f} ms")
+    if not figures["age_p99"] <= AGE_TARGET_SECONDS:
+        missed.append(f"age > {AGE_TARGET_SECONDS:.0f} s")
     if figures["failed_per_round"]:
         missed.append(f"{figures['failed_per_round']:.0f} endpoints failed per round")
     if figures["served_min"] < figures["pods"]:

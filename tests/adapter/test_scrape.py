@@ -13,7 +13,8 @@ import pytest
 from aiohttp import web
 
 from adapter.aggregate import pod_reading
-from adapter.scrape import Scraper, ScrapeSettings, Target
+from adapter.fetch import Fetcher
+from adapter.scrape import Scraper, ScrapeSettings, Target, served_query
 from adapter.selectors import parse_selector
 from pushserver.exposition import Combine
 from tests.conftest import RunningServer
@@ -118,6 +119,21 @@ async def test_a_real_pod_sums_exactly_and_a_stopped_worker_leaves_it_out(
     await scraper.close()
     assert partial.value is None
     assert partial.reason == "worker 1: connection refused"
+
+
+async def test_a_worker_asked_for_the_read_families_sends_only_those(push_server: RunningServer):
+    url = push_server.metrics_url(push_server.workers[0])
+    asked, everything = Fetcher(1 << 20, query=served_query()), Fetcher(1 << 20)
+    try:
+        body = (await asked.get(url)).decode()
+        full = (await everything.get(url)).decode()
+    finally:
+        asked.close()
+        everything.close()
+    assert "process_cpu_seconds_total" in full and "python_info" in full
+    assert "socket_io_connected " in body and "pushscale_worker_info{" in body
+    assert "process_" not in body and "python_" not in body, "the worker honours name[]"
+    assert len(body) < len(full)
 
 
 async def test_the_threaded_scraper_reads_on_its_own_loop_and_answers_the_same(
