@@ -30,9 +30,11 @@ from adapter.errors import clip
 
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 _LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*"'
-_VALUE = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?Inf|NaN"
-_SAMPLE = re.compile(rf"({_NAME})(?:\{{((?:{_LABEL})(?:,{_LABEL})*,?)?\}})?[ \t]+({_VALUE})[ \t]*")
-_LABELS = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"')
+VALUE_PATTERN = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?Inf|NaN"
+PLAIN_SAMPLE = re.compile(
+    rf"({_NAME})(?:\{{((?:{_LABEL})(?:,{_LABEL})*,?)?\}})?[ \t]+({VALUE_PATTERN})[ \t]*"
+)
+LABEL_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"')
 _TYPE = re.compile(r"^#[ \t]+TYPE[ \t]+(\S+)[ \t]+(\S+)", re.MULTILINE)
 _WIRE_NAME = re.compile(rf"^{_NAME}", re.MULTILINE)
 # Every integer up to 2^53 is a float64; past it a sum of counts silently loses units.
@@ -105,7 +107,7 @@ def _read_plain(text: str) -> tuple[Samples, list[tuple[str, str]]] | None:
     types: list[tuple[str, str]] = []
     duplicate: str | None = None
     keys = _KEYS
-    sample_line, type_line = _SAMPLE.fullmatch, _TYPE.match
+    sample_line, type_line = PLAIN_SAMPLE.fullmatch, _TYPE.match
     for line in text.split("\n"):
         if not line:
             continue
@@ -124,7 +126,7 @@ def _read_plain(text: str) -> tuple[Samples, list[tuple[str, str]]] | None:
         elif (cached := keys.get(labels)) is not None:
             key = cached
         else:
-            pairs = _LABELS.findall(labels)
+            pairs = LABEL_PAIR.findall(labels)
             if len(dict(pairs)) != len(pairs):
                 return None  # a label named twice: the full parser says why it is malformed
             key = tuple(sorted(pairs))

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from adapter.aggregate import Samples
 from adapter.catalog import READ_TYPES
 from adapter.samples import (
-    _LABELS,
-    _SAMPLE,
-    _VALUE,
+    LABEL_PAIR,
     MAX_EXACT,
     MAX_PLAIN_LINE_CHARS,
+    PLAIN_SAMPLE,
+    VALUE_PATTERN,
     Labels,
     parse_samples,
 )
@@ -39,7 +39,7 @@ from adapter.samples import (
 # What a value is on the shape's path: any value the plain form allows for a family nobody
 # reads; for a read one, only a non-negative finite literal (no sign, NaN or Inf), so that a
 # float from it can break no rule but 2^53, which one `max` checks.
-_VALUES = re.compile(rf"(?:(?:{_VALUE})[ \t]*\n)*(?:{_VALUE})[ \t]*")
+_VALUES = re.compile(rf"(?:(?:{VALUE_PATTERN})[ \t]*\n)*(?:{VALUE_PATTERN})[ \t]*")
 _COUNT = r"\+?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 _COUNTS = re.compile(rf"(?:{_COUNT}[ \t]*\n)*{_COUNT}[ \t]*")
 
@@ -145,7 +145,7 @@ def shape_of(text: str, read_types: Mapping[str, str] = READ_TYPES) -> Shape | N
         if not line or line[0] == "#":
             static.append(index)
             continue
-        match = _SAMPLE.fullmatch(line) if len(line) <= MAX_PLAIN_LINE_CHARS else None
+        match = PLAIN_SAMPLE.fullmatch(line) if len(line) <= MAX_PLAIN_LINE_CHARS else None
         if match is None:
             return None
         prefix = _shared(line[: match.start(3)])
@@ -153,7 +153,7 @@ def shape_of(text: str, read_types: Mapping[str, str] = READ_TYPES) -> Shape | N
             unread.append(index)
             unread_prefixes.append(prefix)
             continue
-        pairs = _LABELS.findall(match[2] or "")
+        pairs = LABEL_PAIR.findall(match[2] or "")
         if len(dict(pairs)) != len(pairs):
             return None  # a label named twice: not the plain form
         # Keyed as the strict reader keys them: the pairs sorted.
