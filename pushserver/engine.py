@@ -2,12 +2,12 @@
 websockets; long-polling too.
 
 python-socketio's `AsyncServer` runs on top of an engine.io server; `pushserver.push.PushServer`
-gives it this `Engine` instead of python-engineio's. uvicorn keeps serving plain HTTP and hands
-every websocket upgrade to `pushserver.wsprotocol.EngineProtocol` (its `ws` protocol factory),
-which speaks RFC 6455 (`pushserver.websocket`) and engine.io directly on the socket.
-Long-polling requests reach `pushserver.polling` through the client port's routes; a polling
-session upgrades to a websocket there (the `2probe`/`3probe`/`5` handshake) and keeps its
-session (`Engine.switch_transport`). The wire formats are
+gives it this `Engine` instead of python-engineio's. uvicorn keeps serving plain HTTP; every
+websocket upgrade goes to `pushserver.wsprotocol.EngineProtocol` (from `pushserver.httpguard`,
+or uvicorn's `ws` protocol factory), which speaks RFC 6455 (`pushserver.websocket`) and
+engine.io directly on the socket. Long-polling requests reach `pushserver.polling` through the
+client port's routes; a polling session upgrades to a websocket there (the `2probe`/`3probe`/`5`
+handshake) and keeps its session (`Engine.switch_transport`). The wire formats are
 `pushserver.eio`'s.
 
 Why not python-engineio: it keeps an asyncio queue, a writer task, a heartbeat task and a

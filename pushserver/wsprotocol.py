@@ -1,11 +1,13 @@
-"""One engine.io websocket: the asyncio protocol uvicorn hands every upgrade to.
+"""One engine.io websocket: the asyncio protocol every upgrade is handed to.
 
-`pushserver.worker` gives uvicorn `protocol_factory(engine)` as its `ws` protocol. From the
-upgrade request on, `EngineProtocol` speaks RFC 6455 (`pushserver.websocket`) and engine.io on
-the socket itself and is the session's `engine.Transport`: frames in go to `engine.Engine`
-(`received`, `received_binary`, `close`), frames out are written straight to the transport. An
-upgrade that names a polling session (`sid=`) runs the probe (`2probe`/`3probe`, NOOP to the
-waiting poll, `5`) and then carries that session on (`Engine.switch_transport`).
+`pushserver.worker` gives uvicorn `protocol_factory(engine)` as its `ws` protocol.
+`pushserver.httpguard` hands it a `/socket.io/` upgrade with the request's bytes as they came,
+before uvicorn parses them; uvicorn hands it any other upgrade. From the upgrade request on,
+`EngineProtocol` speaks RFC 6455 (`pushserver.websocket`) and engine.io on the socket itself and
+is the session's `engine.Transport`: frames in go to `engine.Engine` (`received`,
+`received_binary`, `close`), frames out are written straight to the transport. An upgrade that
+names a polling session (`sid=`) runs the probe (`2probe`/`3probe`, NOOP to the waiting poll,
+`5`) and then carries that session on (`Engine.switch_transport`).
 """
 
 from __future__ import annotations
