@@ -74,6 +74,10 @@ def _int(text: str) -> int:
     return value
 
 
+# One decoder for every call: `json.loads` with hooks builds a new one each time.
+_DECODER = json.JSONDecoder(parse_constant=_constant, parse_float=_float, parse_int=_int)
+
+
 def loads(text: str | bytes, max_depth: int = MAX_DEPTH) -> Any:
     """Decode one JSON document, or raise `JsonRejected` (codes: `bad_json`, `too_deep`,
     `not_finite`); no other exception comes out, whatever the input."""
@@ -82,10 +86,12 @@ def loads(text: str | bytes, max_depth: int = MAX_DEPTH) -> Any:
             text = text.decode("utf-8")
         except UnicodeDecodeError:
             raise JsonRejected("bad_json", "not valid JSON: not UTF-8 text") from None
-    if (depth := depth_of(text)) > max_depth:
+    # No deeper than it has openers: only a text with more than the limit needs the scan.
+    openers = text.count("[") + text.count("{")
+    if openers > max_depth and (depth := depth_of(text)) > max_depth:
         raise JsonRejected("too_deep", f"nested {depth} levels deep; the limit is {max_depth}")
     try:
-        return json.loads(text, parse_constant=_constant, parse_float=_float, parse_int=_int)
+        return _DECODER.decode(text)
     except JsonRejected:
         raise
     except json.JSONDecodeError as exc:
