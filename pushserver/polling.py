@@ -49,6 +49,8 @@ class PollingTransport:
 
     __slots__ = ("closed", "engine", "queue", "queued_bytes", "session", "upgraded", "waiter")
     kind = "polling"
+    # A poll's answer is a payload, not websocket frames: every write goes through write_frame.
+    stream: asyncio.Transport | None = None
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine

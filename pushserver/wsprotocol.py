@@ -39,7 +39,7 @@ class EngineProtocol(asyncio.Protocol):
 
     __slots__ = (
         "_closing", "_handshake", "_probing", "_reader", "connections", "engine", "session",
-        "transport",
+        "stream", "transport",
     )  # fmt: skip
     kind = "websocket"
 
@@ -55,6 +55,8 @@ class EngineProtocol(asyncio.Protocol):
         self.engine = engine
         self.connections: set[Any] = server_state.connections
         self.transport: asyncio.Transport | None = None
+        # `Transport.stream`: the socket while frames may go to it, None from our close frame on.
+        self.stream: asyncio.Transport | None = None
         self.session: Session | None = None
         # A polling session this websocket is the upgrade of, until the client's UPGRADE.
         self._probing: Session | None = None
@@ -68,9 +70,11 @@ class EngineProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.connections.add(self)
         self.transport = transport  # type: ignore[assignment]
+        self.stream = transport  # type: ignore[assignment]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
+        self.stream = None
         if self._closing is not None:
             self._closing.cancel()
         if self.session is not None:
@@ -307,6 +311,7 @@ class EngineProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing() or self._closing is not None:
             return
+        self.stream = None  # nothing may follow the close frame (RFC 6455 §5.5.1)
         if code == 1006:  # the connection is already gone; there is nobody to tell
             transport.close()
             return
