@@ -190,10 +190,11 @@ class RoomFanout(IndexedRooms, socketio.AsyncRedisManager):  # type: ignore[misc
 
     async def _deliver(self, message: RoomMessage) -> None:
         """Queue the event on every local client in the room, encoded once."""
-        # The room's {sid: eio_sid} map read directly, not through `get_participants` (a copy
-        # and a generator of pairs); a snapshot, as a delivery may close a slow recipient.
+        # The room's {sid: eio_sid} map (`roomindex`: a plain dict) read directly, not through
+        # `get_participants`' generator of pairs; a snapshot, as a delivery may close a slow
+        # recipient.
         members = self.rooms.get("/", {}).get(message.room)
-        participants = list(members._fwdm.values()) if members is not None else []
+        participants = list(members.values()) if members is not None else []
         if not participants:
             return  # nobody here is in the room: nothing to encode
         encoded = self.server.packet_class(
