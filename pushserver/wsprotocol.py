@@ -38,8 +38,8 @@ class EngineProtocol(asyncio.Protocol):
     """One websocket, from the upgrade request uvicorn passes on to the last byte."""
 
     __slots__ = (
-        "_closing", "_handshake", "_probing", "_reader", "connections", "engine", "session",
-        "stream", "transport",
+        "_closing", "_handshake", "_prelude", "_probing", "_reader", "connections", "engine",
+        "session", "stream", "transport",
     )  # fmt: skip
     kind = "websocket"
 
@@ -66,6 +66,8 @@ class EngineProtocol(asyncio.Protocol):
         # connection, or the kernel would answer unread data with a reset and the client would
         # lose what we sent last (an error event, the close frame itself).
         self._closing: asyncio.TimerHandle | None = None
+        # The 101 answer, held back to go out with the OPEN packet in one write.
+        self._prelude: bytes | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.connections.add(self)
@@ -233,20 +235,26 @@ class EngineProtocol(asyncio.Protocol):
             engine.stats.rejected_connections[why] += 1
             self._http_error(503, f"connection refused: {why}", retry_after=5)
         else:
-            self._write(
+            switching = (
                 b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                 b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
                 + ws.accept_key(headers["sec-websocket-key"]).encode()
                 + b"\r\n\r\n"
             )
             if probed is not None:
+                self._write(switching)
                 self._probing = probed
                 loop = asyncio.get_running_loop()
                 loop.call_later(PROBE_TIMEOUT_SECONDS, self._probe_expired)
                 return
             peer = self.transport.get_extra_info("peername") if self.transport else None
             environ = {"QUERY_STRING": url.query, "REMOTE_ADDR": peer[0] if peer else ""}
+            # One write, one syscall, for the 101 and the OPEN packet `open` writes first.
+            self._prelude = switching
             self.session = engine.open(self, environ, handshake.protocol)
+            if self._prelude is not None:  # nothing was written: the 101 goes alone
+                self._prelude = None
+                self._write(switching)
 
     def _handshake_of(
         self, query: dict[str, str]
@@ -284,7 +292,10 @@ class EngineProtocol(asyncio.Protocol):
 
     def write_text(self, text: str) -> None:
         payload = text.encode()
-        self.write_frame(text, ws.frame(ws.TEXT, payload), len(payload))
+        frame = ws.frame(ws.TEXT, payload)
+        if self._prelude is not None:
+            frame, self._prelude = self._prelude + frame, None
+        self.write_frame(text, frame, len(payload))
 
     def write_frame(self, text: str, frame: bytes, size: int) -> None:
         if not self._writable():
