@@ -68,7 +68,10 @@ async def test_a_server_that_stops_pinging_is_left_as_socket_io_client_leaves_it
     """A connection whose server vanished without a FIN (a node gone, a packet lost) is noticed
     the way socket.io-client notices it: no PING within pingInterval + pingTimeout."""
 
+    handlers: list[asyncio.StreamWriter] = []
+
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.append(writer)
         await reader.readuntil(b"\r\n\r\n")
         writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
         handshake = b'0{"sid":"x","upgrades":[],"pingInterval":100,"pingTimeout":100}'
@@ -85,6 +88,10 @@ async def test_a_server_that_stops_pinging_is_left_as_socket_io_client_leaves_it
     await loop.create_connection(lambda: client, "127.0.0.1", port)
     await eventually(lambda: bool(seen.closed), what="the heartbeat check to give up")
     assert seen.closed == [(PING_TIMEOUT, False)]
+    # The server's end is closed here, not left to the garbage collector: its ResourceWarning
+    # would land in whichever test runs next.
+    for writer in handlers:
+        writer.close()
     server.close()
     await server.wait_closed()
 
