@@ -160,32 +160,13 @@ def open_packet(
     max_payload: int,
 ) -> str:
     """The OPEN packet. v3 has no `maxPayload` (its clients ignore it; engine.io 3 sent none)."""
+    head, tail = _open_template(
+        protocol, tuple(upgrades), ping_interval_ms, ping_timeout_ms, max_payload
+    )
+    # Our own ids need no escaping; anything else is escaped as JSON would escape it.
     if len(sid) == SID_LENGTH and not sid.strip(SID_ALPHABET):
-        # Our own ids need no JSON escaping: the rest of the packet is built once per kind.
-        head, tail = _open_template(
-            protocol, tuple(upgrades), ping_interval_ms, ping_timeout_ms, max_payload
-        )
         return head + sid + tail
-    return _open_json(protocol, sid, upgrades, ping_interval_ms, ping_timeout_ms, max_payload)
-
-
-def _open_json(
-    protocol: int,
-    sid: str,
-    upgrades: Sequence[str],
-    ping_interval_ms: int,
-    ping_timeout_ms: int,
-    max_payload: int,
-) -> str:
-    fields: dict[str, object] = {
-        "sid": sid,
-        "upgrades": list(upgrades),
-        "pingInterval": ping_interval_ms,
-        "pingTimeout": ping_timeout_ms,
-    }
-    if protocol >= 4:
-        fields["maxPayload"] = max_payload
-    return "0" + json.dumps(fields, separators=(",", ":"))
+    return head + json.dumps(sid)[1:-1] + tail
 
 
 @functools.cache
@@ -196,9 +177,17 @@ def _open_template(
     ping_timeout_ms: int,
     max_payload: int,
 ) -> tuple[str, str]:
+    """The OPEN packet around its sid, built once per kind of session."""
     marker = "A" * SID_LENGTH
-    packet = _open_json(protocol, marker, upgrades, ping_interval_ms, ping_timeout_ms, max_payload)
-    head, _, tail = packet.partition(marker)
+    fields: dict[str, object] = {
+        "sid": marker,
+        "upgrades": list(upgrades),
+        "pingInterval": ping_interval_ms,
+        "pingTimeout": ping_timeout_ms,
+    }
+    if protocol >= 4:
+        fields["maxPayload"] = max_payload
+    head, _, tail = ("0" + json.dumps(fields, separators=(",", ":"))).partition(marker)
     return head, tail
 
 

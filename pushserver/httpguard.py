@@ -95,8 +95,8 @@ class _GuardedHttp(HttpToolsProtocol):
         if owner is not None:
             self._hand_to(owner, data)
         elif request.websocket:
-            # Wait for the whole handshake (the header timer runs on), then skip uvicorn: its
-            # HTTP machinery was a third of a new websocket's CPU (docs/benchmarks.md).
+            # Wait for the whole handshake (the header timer runs on), then skip uvicorn's parse,
+            # scope and re-serialised request (docs/benchmarks.md: accept, second pass).
             if data.find(b"\r\n\r\n", end) < 0 and len(data) <= ws.MAX_HANDSHAKE_BYTES:
                 self._peeked = data
                 return
