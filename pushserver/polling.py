@@ -51,6 +51,7 @@ class PollingTransport:
     kind = "polling"
     # A poll's answer is a payload, not websocket frames: every write goes through write_frame.
     stream: asyncio.Transport | None = None
+    fd = -1
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine

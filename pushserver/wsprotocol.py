@@ -15,12 +15,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from pushserver import eio
 from pushserver import websocket as ws
-from pushserver.engine import _NOOP, _UPGRADE, SLOW_CLIENT_BYTES, Engine, Session, Transport
+from pushserver.engine import (
+    _NOOP,
+    _UPGRADE,
+    SLOW_CLIENT_BYTES,
+    Engine,
+    Session,
+    Transport,
+    stream_fd,
+)
 
 # How long a closing socket waits for the client's close frame (RFC 6455 §7.1.1).
 CLOSE_TIMEOUT_SECONDS = 5.0
@@ -38,8 +46,8 @@ class EngineProtocol(asyncio.Protocol):
     """One websocket, from the upgrade request uvicorn passes on to the last byte."""
 
     __slots__ = (
-        "_closing", "_handshake", "_prelude", "_probing", "_reader", "connections", "engine",
-        "session", "stream", "transport",
+        "_closing", "_handshake", "_prelude", "_probing", "_reader", "_socket_fd", "connections",
+        "engine", "fd", "session", "stream", "transport",
     )  # fmt: skip
     kind = "websocket"
 
@@ -55,8 +63,11 @@ class EngineProtocol(asyncio.Protocol):
         self.engine = engine
         self.connections: set[Any] = server_state.connections
         self.transport: asyncio.Transport | None = None
-        # `Transport.stream`: the socket while frames may go to it, None from our close frame on.
+        # `Transport.stream` and `fd`: the socket while frames may go to it, cleared together
+        # from our close frame on and in `connection_lost`; `fd` is also -1 while the
+        # transport holds bytes the kernel has not taken (`pause_writing`).
         self.stream: asyncio.Transport | None = None
+        self.fd = self._socket_fd = -1
         self.session: Session | None = None
         # A polling session this websocket is the upgrade of, until the client's UPGRADE.
         self._probing: Session | None = None
@@ -71,12 +82,27 @@ class EngineProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.connections.add(self)
-        self.transport = transport  # type: ignore[assignment]
-        self.stream = transport  # type: ignore[assignment]
+        stream = cast(asyncio.Transport, transport)  # a stream server's: it writes
+        self.transport = self.stream = stream
+        self.fd = self._socket_fd = stream_fd(stream)
+        if self.fd >= 0:
+            # With no high-water room, the transport calls `pause_writing` the moment it
+            # holds anything unsent and `resume_writing` once all of it is gone: `fd` then
+            # says whether a fan-out may write to the socket itself, with no question to the
+            # transport per recipient. Our writes still go out at once, not at the end of
+            # the loop's turn: a connection's writes are seldom more than one per turn.
+            stream.set_write_buffer_limits(high=0)
+
+    def pause_writing(self) -> None:
+        self.fd = -1
+
+    def resume_writing(self) -> None:
+        if self.stream is not None:
+            self.fd = self._socket_fd
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
-        self.stream = None
+        self.stream, self.fd = None, -1
         if self._closing is not None:
             self._closing.cancel()
         if self.session is not None:
@@ -322,7 +348,8 @@ class EngineProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing() or self._closing is not None:
             return
-        self.stream = None  # nothing may follow the close frame (RFC 6455 §5.5.1)
+        # Nothing may follow the close frame (RFC 6455 §5.5.1): no fan-out writes either.
+        self.stream, self.fd = None, -1
         if code == 1006:  # the connection is already gone; there is nobody to tell
             transport.close()
             return

@@ -17,6 +17,7 @@ from pushserver.stats import WorkerStats
 class Wire:
     kind = "websocket"
     stream: asyncio.Transport | None = None  # every write goes through write_frame
+    fd = -1
 
     def __init__(self) -> None:
         self.sent: list[str] = []

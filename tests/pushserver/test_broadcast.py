@@ -1,17 +1,58 @@
-"""`Engine.broadcast_text` on real sockets: websocket recipients written directly, polling ones
-through their queue, a client that stops reading closed as `slow_client`, bytes counted once."""
+"""`Engine.broadcast_text` on real sockets: websocket recipients written to their descriptor
+(whole frames, in order, when the kernel takes only part; nothing after our close frame), TLS
+ones through their transport, polling ones through their queue, a client that stops reading
+closed as `slow_client`, bytes counted once. Each test runs on asyncio's loop and on uvloop's:
+the direct writes lean on how each transport buffers and when it closes the socket."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import ssl
+from collections.abc import Callable, Coroutine
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+import trustme
+import uvloop
+
+from pushserver import websocket as ws
 from pushserver.engine import SLOW_CLIENT_BYTES, Engine
 from pushserver.polling import PollingTransport
 from pushserver.stats import WorkerStats
 from pushserver.wsprotocol import EngineProtocol
+
+Run = Callable[[Coroutine[Any, Any, None]], None]
+# Every websocket a test opened, closed after it whether it passed or not: uvloop cannot close
+# its loop while a transport still holds bytes for a peer that does not read.
+_opened: list[tuple[EngineProtocol, socket.socket]] = []
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def run(request: pytest.FixtureRequest) -> Run:
+    """Runs a test's body on asyncio's loop, then (a second test) on uvloop's, the one the
+    server runs on: the direct writes lean on how each transport buffers and closes."""
+    factory = asyncio.new_event_loop if request.param == "asyncio" else uvloop.new_event_loop
+
+    def on_loop(body: Coroutine[Any, Any, None]) -> None:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            try:
+                runner.run(body)
+            finally:
+                runner.run(_close_opened())
+
+    return on_loop
+
+
+async def _close_opened() -> None:
+    while _opened:
+        protocol, peer = _opened.pop()
+        if protocol.transport is not None:
+            protocol.transport.abort()
+        peer.close()
+    await asyncio.sleep(0.01)  # connection_lost
 
 
 async def _nothing(*args: Any) -> None:
@@ -25,10 +66,18 @@ def _engine() -> Engine:
     return engine
 
 
-async def _websocket(engine: Engine) -> tuple[EngineProtocol, socket.socket]:
+async def _websocket(
+    engine: Engine, buffer: int | None = None
+) -> tuple[EngineProtocol, socket.socket]:
+    """A websocket session on one end of a socket pair, the client's end returned with it;
+    `buffer` shrinks both ends' kernel buffers."""
     ours, peer = socket.socketpair()
+    if buffer is not None:
+        for end, option in ((ours, socket.SO_SNDBUF), (peer, socket.SO_RCVBUF)):
+            end.setsockopt(socket.SOL_SOCKET, option, buffer)
     protocol = EngineProtocol(None, SimpleNamespace(connections=set()), None, engine=engine)
     await asyncio.get_running_loop().connect_accepted_socket(lambda: protocol, ours)
+    _opened.append((protocol, peer))
     protocol.session = engine.open(protocol, {})
     return protocol, peer
 
@@ -46,7 +95,13 @@ def _read_all(peer: socket.socket) -> bytes:
         got += chunk
 
 
-async def test_every_kind_of_recipient_gets_the_frame_and_a_reader_that_stalls_is_closed():
+def test_every_kind_of_recipient_gets_the_frame_and_a_reader_that_stalls_is_closed(
+    run: Run,
+) -> None:
+    run(_every_kind_of_recipient_gets_the_frame_and_a_reader_that_stalls_is_closed())
+
+
+async def _every_kind_of_recipient_gets_the_frame_and_a_reader_that_stalls_is_closed() -> None:
     engine = _engine()
     reading, reading_peer = await _websocket(engine)
     stalled, stalled_peer = await _websocket(engine)
@@ -72,8 +127,115 @@ async def test_every_kind_of_recipient_gets_the_frame_and_a_reader_that_stalls_i
     assert engine.stats.client_errors["slow_client"] == 3
     # Closed sessions get nothing more, and are not counted.
     assert engine.broadcast_text(sids, '42["score",2]') == 0
-    for protocol, peer in ((reading, reading_peer), (stalled, stalled_peer)):
-        assert protocol.transport is not None
-        protocol.transport.abort()
-        peer.close()
+
+
+def _server_frames(data: bytes) -> list[bytes]:
+    """The payloads of unmasked server frames (RFC 6455 §5.2), each checked whole."""
+    payloads = []
+    while data:
+        assert data[0] == 0x81, data[:2]
+        size, start = data[1], 2
+        if size == 126:
+            size, start = int.from_bytes(data[2:4], "big"), 4
+        elif size == 127:
+            size, start = int.from_bytes(data[2:10], "big"), 10
+        assert len(data) >= start + size, "a frame was cut"
+        payloads.append(data[start : start + size])
+        data = data[start + size :]
+    return payloads
+
+
+def test_frames_stay_whole_and_in_order_when_the_kernel_takes_only_part_of_one(run: Run) -> None:
+    run(_frames_stay_whole_and_in_order_when_the_kernel_takes_only_part_of_one())
+
+
+async def _frames_stay_whole_and_in_order_when_the_kernel_takes_only_part_of_one() -> None:
+    engine = _engine()
+    protocol, peer = await _websocket(engine, buffer=4096)
+    transport, session = protocol.transport, protocol.session
+    assert transport is not None and session is not None
+    _read_all(peer)  # the OPEN packet
+    fd = transport.get_extra_info("socket").fileno()
+    assert protocol.fd == fd
+    texts = [f'42["score",{n},"{"x" * 30000}"]' for n in range(40)]
+    got = b""
+    for text in texts:
+        assert engine.broadcast_text([session.sid], text) == 1
+        # The client reads a little while the loop has not run: the kernel has room again
+        # while the transport still holds what it did not take.
+        with contextlib.suppress(BlockingIOError):
+            got += peer.recv(8192)
+    # The kernel took the first frames directly and part of one; the transport holds the rest.
+    assert 0 < transport.get_write_buffer_size() < SLOW_CLIENT_BYTES
+    expected = sum(len(_frame(text)) for text in texts)
+    for _ in range(500):
+        got += _read_all(peer)
+        if len(got) >= expected:
+            break
+        await asyncio.sleep(0.01)
+    assert _server_frames(got) == [text.encode() for text in texts]
+    assert not session.closed
+    # All of it went: the descriptor is the fan-out's to write to again.
+    assert transport.get_write_buffer_size() == 0 and protocol.fd == fd
+
+
+def _frame(text: str) -> bytes:
+    return ws.frame(ws.TEXT, text.encode())
+
+
+def test_nothing_is_written_after_our_close_frame(run: Run) -> None:
+    run(_nothing_is_written_after_our_close_frame())
+
+
+async def _nothing_is_written_after_our_close_frame() -> None:
+    engine = _engine()
+    protocol, peer = await _websocket(engine)
+    assert protocol.session is not None
+    sid = protocol.session.sid
     await asyncio.sleep(0.05)
+    _read_all(peer)  # the OPEN packet
+    # The close frame is out, the client has not answered: a publish arriving now (the session
+    # still listed, as it is for a moment inside `Engine.close`) must not follow it.
+    protocol.close(ws.GOING_AWAY, "server shutting down")
+    assert engine.broadcast_text([sid], '42["score",1]') == 1
+    await asyncio.sleep(0.05)
+    assert _read_all(peer) == ws.close_frame(ws.GOING_AWAY)
+
+
+def test_a_tls_socket_gets_its_frame_encrypted_not_written_to_the_descriptor(run: Run) -> None:
+    run(_a_tls_socket_gets_its_frame_encrypted_not_written_to_the_descriptor())
+
+
+async def _a_tls_socket_gets_its_frame_encrypted_not_written_to_the_descriptor() -> None:
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    authority.configure_trust(client_context)
+    engine = _engine()
+    made: list[EngineProtocol] = []
+
+    def factory() -> EngineProtocol:
+        made.append(EngineProtocol(None, SimpleNamespace(connections=set()), None, engine=engine))
+        return made[-1]
+
+    server = await asyncio.get_running_loop().create_server(
+        factory, "127.0.0.1", 0, ssl=server_context
+    )
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_context)
+    for _ in range(100):
+        if made and made[0].transport is not None:
+            break
+        await asyncio.sleep(0.01)
+    protocol = made[0]
+    assert protocol.fd == -1  # a TLS transport's socket is not ours to write to
+    protocol.session = engine.open(protocol, {})
+    assert engine.broadcast_text([protocol.session.sid], '42["score",1]') == 1
+    wanted = _frame('42["score",1]')
+    got = b""
+    while not got.endswith(wanted):
+        got += await asyncio.wait_for(reader.read(1 << 16), 5)
+    writer.close()
+    server.close()
+    await server.wait_closed()
