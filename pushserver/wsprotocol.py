@@ -92,6 +92,10 @@ class EngineProtocol(asyncio.Protocol):
             # transport per recipient. Our writes still go out at once, not at the end of
             # the loop's turn: a connection's writes are seldom more than one per turn.
             stream.set_write_buffer_limits(high=0)
+            if stream.get_write_buffer_size():
+                # Handed over (`httpguard`) with bytes unsent: the pause went to the protocol
+                # before us, the resume will come to us.
+                self.fd = -1
 
     def pause_writing(self) -> None:
         self.fd = -1

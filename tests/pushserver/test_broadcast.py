@@ -1,5 +1,6 @@
 """`Engine.broadcast_text` on real sockets: websocket recipients written to their descriptor
-(whole frames, in order, when the kernel takes only part; nothing after our close frame), TLS
+(whole frames, in order, when the kernel takes only part or a connection is handed over with
+bytes unsent; nothing after our close frame), TLS
 ones through their transport, polling ones through their queue, a client that stops reading
 closed as `slow_client`, bytes counted once. Each test runs on asyncio's loop and on uvloop's:
 the direct writes lean on how each transport buffers and when it closes the socket."""
@@ -181,6 +182,39 @@ async def _frames_stay_whole_and_in_order_when_the_kernel_takes_only_part_of_one
 
 def _frame(text: str) -> bytes:
     return ws.frame(ws.TEXT, text.encode())
+
+
+def test_a_connection_handed_over_with_bytes_unsent_is_written_after_them(run: Run) -> None:
+    run(_a_connection_handed_over_with_bytes_unsent_is_written_after_them())
+
+
+async def _a_connection_handed_over_with_bytes_unsent_is_written_after_them() -> None:
+    # What httpguard does: the connection's first protocol wrote, then hands the transport on.
+    engine = _engine()
+    ours, peer = socket.socketpair()
+    for end, option in ((ours, socket.SO_SNDBUF), (peer, socket.SO_RCVBUF)):
+        end.setsockopt(socket.SOL_SOCKET, option, 4096)
+    transport, _ = await asyncio.get_running_loop().connect_accepted_socket(asyncio.Protocol, ours)
+    earlier = b"\x81\x7e" + (60000).to_bytes(2, "big") + b"e" * 60000
+    transport.write(earlier)
+    await asyncio.sleep(0.01)
+    assert transport.get_write_buffer_size() > 0
+    protocol = EngineProtocol(None, SimpleNamespace(connections=set()), None, engine=engine)
+    protocol.connection_made(transport)
+    transport.set_protocol(protocol)
+    _opened.append((protocol, peer))
+    assert protocol.fd == -1  # the transport holds bytes: the fan-out must queue behind them
+    session = protocol.session = engine.open(protocol, {})
+    got = peer.recv(8192)  # the kernel has room again; the transport still holds the rest
+    assert engine.broadcast_text([session.sid], '42["score",1]') == 1
+    for _ in range(500):
+        got += _read_all(peer)
+        if got.endswith(_frame('42["score",1]')):
+            break
+        await asyncio.sleep(0.01)
+    frames = _server_frames(got)
+    assert frames[0] == b"e" * 60000 and frames[-1] == b'42["score",1]'
+    assert protocol.fd == ours.fileno()  # drained: written directly again
 
 
 def test_nothing_is_written_after_our_close_frame(run: Run) -> None:
