@@ -46,8 +46,8 @@ class EngineProtocol(asyncio.Protocol):
     """One websocket, from the upgrade request uvicorn passes on to the last byte."""
 
     __slots__ = (
-        "_closing", "_handshake", "_prelude", "_probing", "_reader", "_socket_fd", "connections",
-        "engine", "fd", "session", "stream", "transport",
+        "_closing", "_handshake", "_prelude", "_probing", "_reader", "connections", "engine",
+        "fd", "session", "stream", "transport",
     )  # fmt: skip
     kind = "websocket"
 
@@ -67,7 +67,7 @@ class EngineProtocol(asyncio.Protocol):
         # from our close frame on and in `connection_lost`; `fd` is also -1 while the
         # transport holds bytes the kernel has not taken (`pause_writing`).
         self.stream: asyncio.Transport | None = None
-        self.fd = self._socket_fd = -1
+        self.fd = -1
         self.session: Session | None = None
         # A polling session this websocket is the upgrade of, until the client's UPGRADE.
         self._probing: Session | None = None
@@ -84,7 +84,7 @@ class EngineProtocol(asyncio.Protocol):
         self.connections.add(self)
         stream = cast(asyncio.Transport, transport)  # a stream server's: it writes
         self.transport = self.stream = stream
-        self.fd = self._socket_fd = stream_fd(stream)
+        self.fd = stream_fd(stream)
         if self.fd >= 0:
             # With no high-water room, the transport calls `pause_writing` the moment it
             # holds anything unsent and `resume_writing` once all of it is gone: `fd` then
@@ -102,7 +102,7 @@ class EngineProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         if self.stream is not None:
-            self.fd = self._socket_fd
+            self.fd = stream_fd(self.stream)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
