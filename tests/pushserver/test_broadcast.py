@@ -1,9 +1,9 @@
 """`Engine.broadcast_text` on real sockets: websocket recipients written to their descriptor
 (whole frames, in order, when the kernel takes only part or a connection is handed over with
-bytes unsent; nothing after our close frame), TLS
-ones through their transport, polling ones through their queue, a client that stops reading
-closed as `slow_client`, bytes counted once. Each test runs on asyncio's loop and on uvloop's:
-the direct writes lean on how each transport buffers and when it closes the socket."""
+bytes unsent; nothing after our close frame), TLS ones through their transport, polling ones
+through their queue, a client that stops reading closed as `slow_client`, bytes counted once.
+Each test runs on asyncio's loop and on uvloop's: the direct writes lean on how each transport
+buffers and when it closes the socket."""
 
 from __future__ import annotations
 
@@ -67,15 +67,20 @@ def _engine() -> Engine:
     return engine
 
 
-async def _websocket(
-    engine: Engine, buffer: int | None = None
-) -> tuple[EngineProtocol, socket.socket]:
-    """A websocket session on one end of a socket pair, the client's end returned with it;
-    `buffer` shrinks both ends' kernel buffers."""
+def _socket_pair(buffer: int | None = None) -> tuple[socket.socket, socket.socket]:
+    """Our end and the client's; `buffer` shrinks our send and its receive kernel buffers."""
     ours, peer = socket.socketpair()
     if buffer is not None:
         for end, option in ((ours, socket.SO_SNDBUF), (peer, socket.SO_RCVBUF)):
             end.setsockopt(socket.SOL_SOCKET, option, buffer)
+    return ours, peer
+
+
+async def _websocket(
+    engine: Engine, buffer: int | None = None
+) -> tuple[EngineProtocol, socket.socket]:
+    """A websocket session on our end of `_socket_pair(buffer)`, the client's end with it."""
+    ours, peer = _socket_pair(buffer)
     protocol = EngineProtocol(None, SimpleNamespace(connections=set()), None, engine=engine)
     await asyncio.get_running_loop().connect_accepted_socket(lambda: protocol, ours)
     _opened.append((protocol, peer))
@@ -191,9 +196,7 @@ def test_a_connection_handed_over_with_bytes_unsent_is_written_after_them(run: R
 async def _a_connection_handed_over_with_bytes_unsent_is_written_after_them() -> None:
     # What httpguard does: the connection's first protocol wrote, then hands the transport on.
     engine = _engine()
-    ours, peer = socket.socketpair()
-    for end, option in ((ours, socket.SO_SNDBUF), (peer, socket.SO_RCVBUF)):
-        end.setsockopt(socket.SOL_SOCKET, option, 4096)
+    ours, peer = _socket_pair(buffer=4096)
     transport, _ = await asyncio.get_running_loop().connect_accepted_socket(asyncio.Protocol, ours)
     earlier = b"\x81\x7e" + (60000).to_bytes(2, "big") + b"e" * 60000
     transport.write(earlier)
