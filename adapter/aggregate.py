@@ -23,12 +23,13 @@ Samples = Mapping[str, Mapping[tuple[tuple[str, str], ...], float]]
 # (`pushscale_adapter_pods_left_out_total{reason}`) and be looked up in docs/adapter.md
 # ("Exclusion reasons"). The first group is also a worker read's `error_kind`.
 Reason = Literal[
-    # A worker read that gave no samples (adapter.scrape).
-    "timeout", "refused", "http_status", "http", "too_large", "malformed",
+    # A worker read that gave no samples (adapter.scrape), or whose samples say they are
+    # another worker's (`wrong_worker`).
+    "timeout", "refused", "http_status", "http", "too_large", "malformed", "wrong_worker",
     # A body that parsed but cannot be trusted (adapter.samples).
     "not_finite", "negative", "out_of_range", "duplicate_series", "wrong_type",
     # Samples that do not make a complete round (here).
-    "not_scraped", "wrong_worker", "metric_missing", "not_combined", "no_rate_yet",
+    "not_scraped", "metric_missing", "not_combined", "no_rate_yet",
     # Left out by rule, whatever the scrape says (adapter.pods).
     "terminating", "not_running", "no_ip",
     # A bug of ours met one pod's reading; the pod is left out, the others are answered.
@@ -80,13 +81,6 @@ def pod_reading(
             # Every read the scraper makes carries its kind; one without is a bug of ours.
             code = reading.error_kind or "internal_error"
             return left_out(code, f"worker {worker}: {reading.error or 'no samples'}")
-        answered_as = _worker_label(reading.samples)
-        if answered_as is not None and answered_as != str(worker):
-            # Two pods' port ranges overlap, or the worker count or metrics port is wrong:
-            # summing this endpoint would count another worker's sockets.
-            return left_out(
-                "wrong_worker", f"worker {worker}: the endpoint answers as worker {answered_as}"
-            )
         series = reading.samples.get(metric)
         if series is None:
             return left_out("metric_missing", f"worker {worker} does not serve {metric}")
@@ -101,11 +95,18 @@ def pod_reading(
 
 def matching_sum(series: Mapping[tuple[tuple[str, str], ...], float], selector: Selector) -> float:
     """The sum of a metric's series whose labels match the `metricLabelSelector`."""
+    if selector.empty:
+        return sum(series.values())  # the HPA's usual request: no label to look at
     return sum(value for labels, value in series.items() if selector.matches(dict(labels)))
 
 
-def _worker_label(samples: Samples) -> str | None:
-    """The worker index a push server endpoint reports about itself, if it does."""
+def wrong_worker(samples: Samples, worker: int) -> str | None:
+    """Why an endpoint read as worker `worker` must not count as it: it says it is another
+    worker (two pods' port ranges overlap, or the worker count or metrics port is wrong, and
+    summing it would count another worker's sockets). Checked once per read, by the scraper."""
     for labels in samples.get("pushscale_worker_info", {}):
-        return dict(labels).get("worker")
+        answered_as = dict(labels).get("worker")
+        if answered_as is not None and answered_as != str(worker):
+            return f"the endpoint answers as worker {answered_as}"
+        break
     return None

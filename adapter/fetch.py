@@ -186,8 +186,13 @@ class Fetcher:
             raise
 
     def _keep(self, url: str, connection: _Connection, body: bytes) -> bytes:
-        if connection.reusable:
-            self._idle[url] = connection
+        if not connection.reusable:
+            return body
+        # Two targets with one URL (pods whose port ranges overlap) read it concurrently over
+        # two connections; one of them is kept.
+        extra = self._idle.setdefault(url, connection)
+        if extra is not connection:
+            connection.close()
         return body
 
     def keep_only(self, urls: set[str]) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from adapter.aggregate import Reason, WorkerReading
+from adapter.aggregate import Reason, WorkerReading, wrong_worker
 from adapter.catalog import READ_TYPES
 from adapter.errors import describe
 from adapter.fetch import Fetcher, FetchFailed
@@ -126,7 +126,10 @@ class Scraper:
                 target.url, describe(exc),
             )  # fmt: skip
         else:
-            return WorkerReading(target.worker, started, samples)
+            mismatch = wrong_worker(samples, target.worker)
+            if mismatch is None:
+                return WorkerReading(target.worker, started, samples)
+            kind, reason = "wrong_worker", mismatch
         return WorkerReading(target.worker, started, error=reason, error_kind=kind)
 
     async def _fetch(self, url: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapter.aggregate import WorkerReading, pod_reading
+from adapter.aggregate import WorkerReading, pod_reading, wrong_worker
 from adapter.selectors import parse_selector
 from pushserver.exposition import Combine
 
@@ -55,7 +55,9 @@ def test_the_value_is_the_sum_over_every_worker():
         (
             [
                 worker(0, 1),
-                WorkerReading(1, 100.0, {"pushscale_worker_info": {(("worker", "0"),): 1}}),
+                WorkerReading(
+                    1, 100.0, error="the endpoint answers as worker 0", error_kind="wrong_worker"
+                ),
             ],
             "worker 1: the endpoint answers as worker 0",
         ),
@@ -106,13 +108,30 @@ WORKER_0 = (("worker", "0"),)
         ([worker(0, 1), WorkerReading(1, 100.0, error="nan", error_kind="not_finite")],
          "not_finite"),
         ([worker(0, 1), WorkerReading(1, 100.0, samples={"other": {(): 1}})], "metric_missing"),
-        ([worker(0, 1), WorkerReading(1, 100.0, {"pushscale_worker_info": {WORKER_0: 1}})],
-         "wrong_worker"),
         # The scraper names every error; one without a name is a bug of ours.
         ([worker(0, 1), WorkerReading(1, 100.0, error="?")], "internal_error"),
     ],
-    ids=["not-scraped", "timeout", "not-finite", "metric-missing", "wrong-worker", "no-kind"],
+    ids=["not-scraped", "timeout", "not-finite", "metric-missing", "no-kind"],
 )  # fmt: skip
 def test_every_left_out_pod_carries_a_reason_code(readings, code):
     reading = pod_reading(2, readings, "socket_io_connected", ALL, Combine.SUM)
     assert (reading.value, reading.code) == (None, code)
+
+
+@pytest.mark.parametrize(
+    ("info", "expected"),
+    [
+        ({WORKER_0: 1.0}, "the endpoint answers as worker 0"),
+        ({(("worker", "1"),): 1.0}, None),
+        ({(("version", "0.1.0"),): 1.0}, None),  # says nothing about its index
+        (None, None),  # not a push server's exposition: nothing to check
+    ],
+    ids=["another-worker", "itself", "no-worker-label", "no-info"],
+)
+def test_an_endpoint_that_says_it_is_another_worker_is_caught(info, expected):
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {
+        "socket_io_connected": {(): 5.0}
+    }
+    if info is not None:
+        samples["pushscale_worker_info"] = info
+    assert wrong_worker(samples, 1) == expected

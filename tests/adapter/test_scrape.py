@@ -116,9 +116,17 @@ async def test_a_real_pod_sums_exactly_and_a_stopped_worker_leaves_it_out(
     readings = await scraper.round([targets[0], dead])
     partial = pod_reading(2, list(readings.values()), "socket_io_connected",
                           parse_selector(None), Combine.SUM)  # fmt: skip
-    await scraper.close()
     assert partial.value is None
     assert partial.reason == "worker 1: connection refused"
+
+    # Worker 0's port read as worker 1 (overlapping port ranges): never counted as worker 1.
+    crossed = Target("ns", push_server.name, 1, push_server.metrics_url(0))
+    readings = await scraper.round([targets[0], crossed])
+    await scraper.close()
+    assert (readings[crossed].error_kind, readings[crossed].error) == (
+        "wrong_worker", "the endpoint answers as worker 0",
+    )  # fmt: skip
+    assert readings[targets[0]].error_kind is None
 
 
 async def test_a_worker_asked_for_the_read_families_sends_only_those(push_server: RunningServer):
