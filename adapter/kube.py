@@ -24,17 +24,13 @@ import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import urllib3
-from kubernetes import config
-from kubernetes.client import (
-    ApiClient,
-    Configuration,
-    CoreV1Api,
-)
-from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+    from kubernetes.client.exceptions import ApiException
 
 JsonObject = dict[str, Any]
 
@@ -70,8 +66,19 @@ def _status_fields(body: str | bytes | None) -> tuple[str | None, str | None]:
     return status.get("message"), status.get("reason")
 
 
+def _api_exception() -> type[ApiException]:
+    """The client's error class. The `kubernetes` package is imported when a `KubeApi` is
+    made, not with this module: it costs ~1.5 s of start-up (every generated model), which an
+    adapter serving `--static-pods` without authentication never needs."""
+    from kubernetes.client.exceptions import ApiException
+
+    return ApiException
+
+
 class KubeApi:
     def __init__(self, client: ApiClient, *, request_timeout_seconds: float = 10.0) -> None:
+        from kubernetes.client import CoreV1Api
+
         self._client = client
         self._core = CoreV1Api(client)
         self._timeout = request_timeout_seconds
@@ -79,6 +86,10 @@ class KubeApi:
     @classmethod
     def from_config(cls, kubeconfig: str | None) -> KubeApi:
         """In a pod, its service account; else the given or the default kubeconfig."""
+        from kubernetes import config
+        from kubernetes.client import ApiClient, Configuration
+        from kubernetes.config.config_exception import ConfigException
+
         configuration = Configuration()
         try:
             if kubeconfig is None:
@@ -310,7 +321,7 @@ class KubeApi:
             response = self._client.call_api(*serialized, _request_timeout=self._timeout)
             if not 200 <= response.status <= 299:
                 response.read()  # type: ignore[no-untyped-call]
-                raise ApiException.from_response(http_resp=response, body=None, data=None)
+                raise _api_exception().from_response(http_resp=response, body=None, data=None)
             return self._raw(response.response)
 
         return await self._call(what, send, missing_ok=missing_ok)
@@ -331,7 +342,7 @@ class KubeApi:
                 body = response.data
             finally:
                 response.release_conn()
-        except ApiException as exc:
+        except _api_exception() as exc:
             if missing_ok and exc.status == 404:
                 return None
             raise self._error(what, exc) from exc
@@ -355,7 +366,7 @@ class KubeApi:
         """One line for a failed call, with any credential scrubbed out."""
         status: int | None = None
         reason: str | None = None
-        if isinstance(exc, ApiException):
+        if isinstance(exc, _api_exception()):
             status = exc.status
             message, reason = _status_fields(exc.body)
             text = f"HTTP {exc.status} {reason or exc.reason or ''}".rstrip()
@@ -424,7 +435,7 @@ class PodWatch(Iterator[tuple[str, JsonObject]]):
             return
         try:
             self._response = self._open()
-        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+        except (_api_exception(), urllib3.exceptions.HTTPError, OSError) as exc:
             raise self._error(self._what, exc) from exc
         try:
             # stop() sets the flag before it looks for a response to shut: one of us sees it.
