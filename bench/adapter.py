@@ -15,7 +15,8 @@ For each size, the real `pushscale adapter` (pinned to CPU 0, default intervals:
 0.5 s, values at most 2 s old) serves those pods from `--static-pods` over self-signed TLS:
 
 1. quiet, `--seconds`: the adapter's CPU (/proc) over the rounds it finished (its own
-   `pushscale_adapter_scrape_round_seconds` count), i.e. CPU per round;
+   `pushscale_adapter_scrape_round_seconds` count), i.e. CPU per round, for the serving process
+   and for its scrape process (`adapter.scrapeproc`) apart;
 2. API, `--seconds`: `--requests` sequential keep-alive HTTPS requests for
    `pods/*/socket_io_connected`, the HPA's request, spread evenly so they meet every phase of
    the round cycle; between them `/debug/pods?format=json` gives each round's duration. The
@@ -63,7 +64,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.procfs import cpu_seconds
+from bench.procfs import cpu_seconds, descendants
 from pushkit.progress import draw_bar
 
 ADAPTER_CPU = 0
@@ -135,6 +136,8 @@ def bind_port_block(count: int) -> list[socket.socket]:
             for offset in range(count):
                 sock = socket.socket()
                 bound.append(sock)
+                # A run just before leaves its closed connections in TIME_WAIT on these ports.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind(("127.0.0.1", base + offset))
                 sock.listen(1024)
         except OSError:
@@ -375,6 +378,11 @@ def warmed_up(running: Adapter, client: httpx.Client) -> None:
     time.sleep(WARM_UP_SECONDS)
 
 
+def _cpu_split(pid: int) -> tuple[float, float]:
+    """CPU seconds of the serving process and of everything below it (the scrape process)."""
+    return cpu_seconds(pid), sum(cpu_seconds(child) for child in descendants(pid))
+
+
 def measure_adapter(
     running: Adapter, size: int, expected: Mapping[str, float], seconds: float, requests: int
 ) -> dict[str, Any]:
@@ -383,14 +391,17 @@ def measure_adapter(
         warmed_up(running, client)
 
         # 1. Quiet: nothing but the rounds, two reads of /metrics at the ends.
-        before, cpu_before = own_metrics(client), cpu_seconds(running.process.pid)
+        pid = running.process.pid
+        # The serving process and its scrape process (adapter.scrapeproc), apart.
+        before, cpu_before = own_metrics(client), _cpu_split(pid)
         for second in range(int(seconds)):
             time.sleep(1)
             draw_bar(f"{size} quiet", second + 1, int(seconds))
-        cpu_after, after = cpu_seconds(running.process.pid), own_metrics(client)
+        cpu_after, after = _cpu_split(pid), own_metrics(client)
         count = "pushscale_adapter_scrape_round_seconds_count", ()
-        rounds = after[count] - before[count]
-        figures["cpu_ms_per_round"] = 1000 * (cpu_after - cpu_before) / max(rounds, 1)
+        rounds = max(after[count] - before[count], 1)
+        figures["cpu_ms_per_round"] = 1000 * (cpu_after[0] - cpu_before[0]) / rounds
+        figures["scrape_cpu_ms_per_round"] = 1000 * (cpu_after[1] - cpu_before[1]) / rounds
         errors = sum(
             value - before.get((sample, labels), 0.0)
             for (sample, labels), value in after.items()
@@ -534,7 +545,8 @@ COLUMNS = (
     ("API p50 ms", "{:.2f}"),
     ("API p99 ms", "{:.2f}"),
     ("fresh request p50 ms (one round)", "{:.1f}"),
-    ("CPU ms per round", "{:.1f}"),
+    ("CPU ms per round: serving", "{:.1f}"),
+    ("scrape process", "{:.1f}"),
     ("value age p99 s", "{:.2f}"),
 )
 KEYS = (
@@ -546,6 +558,7 @@ KEYS = (
     "api_p99",
     "fresh_p50",
     "cpu_ms_per_round",
+    "scrape_cpu_ms_per_round",
     "age_p99",
 )
 
