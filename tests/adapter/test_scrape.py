@@ -212,3 +212,72 @@ async def test_a_bug_while_reading_one_target_is_its_internal_error_only(
     assert readings[targets[1]].error_kind == "not_finite", "the other target is read as ever"
     logged = [r.getMessage() for r in caplog.records if r.name == "pushscale.adapter.scrape"]
     assert len(logged) == 1 and "KeyError: 'a bug' at" in logged[0], logged
+
+
+@pytest.fixture
+async def counted() -> AsyncIterator[tuple[str, list[int]]]:
+    """An endpoint whose first answer comes after 0.8 s and later ones at once, and that
+    notes the client port of every request it is asked: one port per connection."""
+    peers: list[int] = []
+
+    async def late_once(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        peers.append(request.transport.get_extra_info("peername")[1])
+        if len(peers) == 1:
+            await asyncio.sleep(0.8)
+        return web.Response(text="socket_io_connected 3\n")
+
+    async def never(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        peers.append(request.transport.get_extra_info("peername")[1])
+        await asyncio.sleep(30)
+        return web.Response(text="socket_io_connected 3\n")
+
+    app = web.Application()
+    app.router.add_get("/late-once", late_once)
+    app.router.add_get("/never", never)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    yield f"http://127.0.0.1:{port}", peers
+    await runner.cleanup()
+
+
+async def test_a_read_past_its_round_keeps_its_connection_for_the_next(counted):
+    base, peers = counted
+    target = Target("ns", "pod", 0, f"{base}/late-once")
+    scraper = Scraper(ScrapeSettings(timeout_seconds=0.5))
+    try:
+        first = await scraper.round([target])
+        assert first[target].error == "timeout after 0.5 s"
+        again = await scraper.round([target])  # the first read is still waiting
+        assert again[target].error == "timeout after 0.5 s"
+        await asyncio.sleep(0.5)  # its answer has come
+        third = await scraper.round([target])
+    finally:
+        await scraper.close()
+    samples = third[target].samples
+    assert samples is not None and dict(samples["socket_io_connected"]) == {(): 3.0}
+    assert len(peers) == 2 and len(set(peers)) == 1, "one connection, not one per round"
+
+
+async def test_an_endpoint_that_never_answers_holds_one_connection_for_a_while(
+    counted, monkeypatch
+):
+    import adapter.scrape
+
+    monkeypatch.setattr(adapter.scrape, "LATE_SECONDS", 0.6)
+    base, peers = counted
+    target = Target("ns", "pod", 0, f"{base}/never")
+    scraper = Scraper(ScrapeSettings(timeout_seconds=0.2))
+    try:
+        for _ in range(5):  # a round every 0.25 s, as Rounds.run paces them
+            assert (await scraper.round([target]))[target].error_kind == "timeout"
+            await asyncio.sleep(0.25)
+    finally:
+        await scraper.close()
+    # A read each time one is given up (after LATE_SECONDS), not one per round (5).
+    assert len(set(peers)) == len(peers)
+    assert 1 < len(peers) < 5
