@@ -20,13 +20,13 @@ from dataclasses import dataclass
 
 from adapter.aggregate import PodReading, WorkerReading, left_out, matching_sum, pod_reading
 from adapter.catalog import CATALOG, ServedMetric
+from adapter.columns import Columns, PodKey, pod_total
 from adapter.errors import NotFound, Unavailable, clip
 from adapter.pods import Pod
 from adapter.rates import Point, rate
 from adapter.selectors import Selector
 from adapter.wire import Described, Value
 
-PodKey = tuple[str, str]  # (namespace, name)
 # Told of every exception met while reading one pod; the shells log it.
 Report = Callable[[Pod, Exception], None]
 
@@ -44,6 +44,8 @@ class Round:
     duration_seconds: float
     pods: tuple[Pod, ...]
     readings: Mapping[PodKey, tuple[WorkerReading, ...]]
+    # The readings' totals by family, when the scraper made them (the scrape process does).
+    columns: Columns | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,11 @@ def _pod_value(
     exclusion = pod.exclusion
     if exclusion is not None:
         return PodValue(pod, left_out(*exclusion), by_rule=True)
+    columns = rounds[-1].columns if rounds else None
+    if columns is not None and metric_selector.empty and not metric.rate:
+        fast = pod_total(columns, pod.key, pod.workers, metric.sample, metric.combine)
+        if fast is not None:
+            return PodValue(pod, fast)
     latest = rounds[-1].readings.get((pod.namespace, pod.name)) if rounds else None
     if latest is None:
         reason = "not scraped yet (discovered after the round)"

@@ -44,3 +44,13 @@ READ_TYPES: Mapping[str, str] = {
     **{family.name: family.kind for family in FAMILIES},
     "pushscale_worker_info": "gauge",
 }
+
+# The families a round keeps in columns (`adapter.columns`): the served gauges, which HPAs scale
+# on. Counters are asked for as rates, which read the readings of several rounds.
+COLUMNS: tuple[str, ...] = tuple(
+    sorted(
+        metric.sample
+        for metric in CATALOG.values()
+        if not metric.rate and READ_TYPES.get(metric.sample) == "gauge"
+    )
+)

@@ -15,19 +15,24 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from adapter.aggregate import WorkerReading
-from adapter.answers import PodKey, Round
+from adapter.answers import Round
+from adapter.columns import Columns, PodKey, spans_of
 from adapter.discovery import Discovery
+from adapter.errors import Unavailable
+from adapter.pods import Pod
 from adapter.scrape import Target
+from adapter.scrapeproc import Scraped
+from pushkit.logs import LogLimiter
 
 log = logging.getLogger("pushscale.adapter.rounds")
 
 
 class RoundScraper(Protocol):
-    async def round(self, targets: Sequence[Target]) -> dict[Target, WorkerReading]: ...
+    async def round(self, targets: Sequence[Target]) -> Mapping[Target, WorkerReading]: ...
 
 
 class Rounds:
@@ -54,6 +59,12 @@ class Rounds:
         self._history: collections.deque[Round] = collections.deque()
         self._in_flight: asyncio.Task[Round] | None = None
         self._number = 0
+        # The targets of the last pods seen: the same tuple while discovery's pods are the same
+        # (the scraper then need not send them again to its process).
+        self._pods: tuple[Pod, ...] | None = None
+        self._targets: tuple[Target, ...] = ()
+        self._spans: dict[PodKey, tuple[int, int]] = {}
+        self._unavailable = LogLimiter(log)
 
     @property
     def history(self) -> tuple[Round, ...]:
@@ -87,6 +98,9 @@ class Rounds:
             started = self._clock()
             try:
                 await self.next_round()
+            except Unavailable as exc:
+                # The scrape process is restarting; the scraper logged why.
+                self._unavailable.log(logging.WARNING, "unavailable", "no scrape round: %s", exc)
             except Exception:
                 # A bug in one round must not stop the next; the scraper itself never raises.
                 log.exception("scrape round failed")
@@ -94,14 +108,14 @@ class Rounds:
 
     async def _scrape(self) -> Round:
         pods = self._discovery.pods()
-        targets = [
-            Target(pod.namespace, pod.name, worker, pod.metrics_url(worker))
-            for pod in pods
-            if pod.excluded is None
-            for worker in range(pod.workers)
-        ]
+        if pods is not self._pods:
+            self._pods, self._targets = pods, targets_of(pods)
+            self._spans = spans_of(((t.namespace, t.pod), t.worker) for t in self._targets)
         started = self._clock()
-        readings = await self._scraper.round(targets)
+        readings = await self._scraper.round(self._targets)
+        columns = None
+        if isinstance(readings, Scraped):
+            columns = Columns(self._spans, readings.scraped_at, readings.totals)
         by_pod: dict[PodKey, list[WorkerReading]] = collections.defaultdict(list)
         for target, reading in readings.items():
             by_pod[target.namespace, target.pod].append(reading)
@@ -112,6 +126,7 @@ class Rounds:
             self._clock() - started,
             pods,
             {key: tuple(value) for key, value in by_pod.items()},
+            columns,
         )
         history = self._history
         if len(history) >= 2 and history[-1].started_at - history[-2].started_at < self._spacing:
@@ -125,6 +140,16 @@ class Rounds:
         # stalls every request for tens of milliseconds; frozen, it skips them.
         gc.freeze()
         return finished
+
+
+def targets_of(pods: Sequence[Pod]) -> tuple[Target, ...]:
+    """Every worker endpoint of every pod not left out by rule."""
+    return tuple(
+        Target(pod.namespace, pod.name, worker, pod.metrics_url(worker))
+        for pod in pods
+        if pod.excluded is None
+        for worker in range(pod.workers)
+    )
 
 
 def keep_seconds(rate_window_seconds: float, interval_seconds: float) -> float:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -171,53 +170,3 @@ class Scraper:
             raise MalformedScrape(
                 f"malformed metrics text: not UTF-8 (byte {exc.start} of {len(body)})"
             ) from None
-
-
-class ThreadedScraper:
-    """A `Scraper` on an event loop of its own, in a thread, so a round's work (hundreds of
-    responses read and parsed) never queues in front of an API request on the server's loop.
-
-    Measured with bench/adapter.py: at 400 endpoints, API p99 fell from ~57 ms with the round on
-    the serving loop to well under 20 ms. The thread shares the GIL, but the server's loop gets
-    it back every switch interval (5 ms) instead of waiting out the whole round.
-    """
-
-    def __init__(self, settings: ScrapeSettings) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._started = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="adapter-scrape", daemon=True)
-        self._settings = settings
-        self._scraper: Scraper | None = None
-        self._thread.start()
-        self._started.wait()
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-
-        async def start() -> None:
-            # Connections belong to the loop running when they are made.
-            self._scraper = Scraper(self._settings)
-
-        self._loop.run_until_complete(start())
-        self._started.set()
-        self._loop.run_forever()
-
-    async def round(self, targets: Sequence[Target]) -> dict[Target, WorkerReading]:
-        assert self._scraper is not None
-        future = asyncio.run_coroutine_threadsafe(self._scraper.round(targets), self._loop)
-        return await asyncio.wrap_future(future)
-
-    def close(self) -> None:
-        async def stop() -> None:
-            # Rounds still running here end before the loop does, so none is left pending.
-            pending = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
-            if self._scraper is not None:
-                await self._scraper.close()
-
-        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(timeout=5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        self._loop.close()

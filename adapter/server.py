@@ -24,12 +24,13 @@ from adapter.access import build_access
 from adapter.app import AppState, create_app, logged_report
 from adapter.auth import CLIENT_CA, FRONT_PROXY_CA
 from adapter.discovery import Discovery, StaticDiscovery, WatchDiscovery
-from adapter.errors import StartupError
+from adapter.errors import StartupError, Unavailable
 from adapter.instruments import Instruments
 from adapter.kube import KubeApi, KubeError
 from adapter.pods import StaticPodsError
 from adapter.rounds import Rounds, keep_seconds, spacing_seconds
-from adapter.scrape import ScrapeSettings, ThreadedScraper
+from adapter.scrape import ScrapeSettings
+from adapter.scrapeproc import ProcessScraper
 from adapter.settings import AdapterSettings
 from pushkit.program import write_ready_file
 
@@ -56,9 +57,13 @@ async def serve(settings: AdapterSettings) -> int:
     instruments = Instruments()
     report = logged_report(log)
     scrape = ScrapeSettings(settings.scrape_timeout_seconds, settings.max_scrape_bytes)
-    scraper = ThreadedScraper(scrape)
-    # The scrape thread holds the GIL for up to the switch interval at a time; 1 ms instead of
-    # 5 ms lets an API request through sooner while a round is parsed (bench/adapter.py).
+    scraper = ProcessScraper(scrape, settings.log_level)
+    try:
+        await scraper.start()
+    except Unavailable as exc:
+        raise StartupError(str(exc)) from None
+    # The pod watch runs on a thread; when a rollout floods it with events it holds the GIL for
+    # up to the switch interval at a time: 1 ms instead of 5 lets an API request through sooner.
     sys.setswitchinterval(0.001)
     rounds = Rounds(
         scraper,
@@ -98,9 +103,9 @@ async def serve(settings: AdapterSettings) -> int:
             await server.serve()
     finally:
         # The round in flight first, while this loop still runs to hear of its end; then the
-        # scrape thread.
+        # scrape process.
         await rounds.stop()
-        scraper.close()
+        await scraper.close()
     log.info("stopped")
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -96,6 +97,30 @@ async def test_the_documents_carry_each_versions_field_names(two_pods, adapter_f
         "kind": "Pod", "namespace": "live", "name": "push-a", "apiVersion": "/v1"
     }  # fmt: skip
     assert QUANTITY.fullmatch(item2["value"]) and item2["value"] == "3"
+
+
+async def test_a_killed_scrape_process_is_replaced_and_the_values_come_back(
+    server_factory: ServerFactory, adapter_factory: AdapterFactory, viewers
+):
+    pod = pod_server(server_factory, "push-a")
+    adapter = adapter_factory([entry(pod)])
+    await viewers(pod.url, 3)
+    await settles(lambda: values(adapter), {"push-a": 3})
+    (scraping,) = _children(adapter.process.pid)
+    os.kill(scraping, signal.SIGKILL)
+    await settles(lambda: _replaced(adapter, scraping), True)
+    await viewers(pod.url, 2)
+    await settles(lambda: values(adapter), {"push-a": 5})
+    assert "the scrape process is gone (it closed its socket; exit code -9)" in adapter.log()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+async def _replaced(adapter: RunningAdapter, killed: int) -> bool:
+    children = _children(adapter.process.pid)
+    return len(children) == 1 and children[0] != killed
 
 
 async def test_a_pod_with_a_stopped_worker_is_left_out_and_the_debug_view_says_why(

@@ -6,18 +6,27 @@ The bad targets are a real local aiohttp server with one route per way a target 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from aiohttp import web
 
 from adapter.aggregate import pod_reading
+from adapter.errors import Unavailable
 from adapter.fetch import Fetcher
 from adapter.scrape import Scraper, ScrapeSettings, Target, served_query
+from adapter.scrapeproc import ProcessScraper
 from adapter.selectors import parse_selector
 from pushserver.exposition import Combine
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, process_gone
 
 
 async def _huge(request: web.Request) -> web.StreamResponse:
@@ -144,38 +153,6 @@ async def test_a_worker_asked_for_the_read_families_sends_only_those(push_server
     assert len(body) < len(full)
 
 
-async def test_the_threaded_scraper_reads_on_its_own_loop_and_answers_the_same(
-    push_server: RunningServer, viewers
-):
-    from adapter.scrape import ThreadedScraper
-
-    await viewers(push_server.url, 4)
-    targets = [
-        Target("ns", push_server.name, w, push_server.metrics_url(w)) for w in push_server.workers
-    ]
-    scraper = ThreadedScraper(ScrapeSettings())
-    try:
-        readings = await scraper.round(targets)
-    finally:
-        scraper.close()
-    whole = pod_reading(2, list(readings.values()), "socket_io_connected",
-                        parse_selector(None), Combine.SUM)  # fmt: skip
-    assert whole.value == 4
-
-
-async def test_closing_the_threaded_scraper_ends_a_round_in_flight(bad_targets):
-    from adapter.scrape import ThreadedScraper
-
-    scraper = ThreadedScraper(ScrapeSettings(timeout_seconds=5))
-    in_flight = asyncio.create_task(scraper.round([Target("ns", "slow", 0, f"{bad_targets}/slow")]))
-    await asyncio.sleep(0.2)
-    scraper.close()
-    # Cancelled with the scrape thread's loop, not left pending on a loop that is gone (a
-    # waiter that later gave up would then call into the closed loop).
-    with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(in_flight, 2)
-
-
 async def test_untrusted_bodies_carry_their_code(bad_targets):
     paths = ("/good", "/malformed", "/latin1", "/nan", "/error", "/huge", "/slow")
     targets = [Target("ns", "pod", i, f"{bad_targets}{path}") for i, path in enumerate(paths)]
@@ -212,6 +189,156 @@ async def test_a_bug_while_reading_one_target_is_its_internal_error_only(
     assert readings[targets[1]].error_kind == "not_finite", "the other target is read as ever"
     logged = [r.getMessage() for r in caplog.records if r.name == "pushscale.adapter.scrape"]
     assert len(logged) == 1 and "KeyError: 'a bug' at" in logged[0], logged
+
+
+# The scrape process (adapter.scrapeproc): the same reads, done by a child process.
+
+
+@pytest.fixture
+async def process_scraper() -> AsyncIterator[ProcessScraper]:
+    scraper = ProcessScraper(
+        ScrapeSettings(timeout_seconds=0.5, max_body_bytes=64 * 1024),
+        grace_seconds=1.0,
+        restart_seconds=0.5,
+    )
+    await scraper.start()
+    yield scraper
+    await scraper.close()
+
+
+async def test_the_scrape_process_reads_real_workers_as_the_scraper_does(
+    push_server: RunningServer, viewers, process_scraper
+):
+    await viewers(push_server.url, 4)
+    targets = tuple(
+        Target("ns", push_server.name, w, push_server.metrics_url(w)) for w in push_server.workers
+    )
+    for _ in range(3):  # the first sends every layout, the later ones name them
+        readings = await process_scraper.round(targets)
+        assert list(readings) == list(targets)
+        whole = pod_reading(2, list(readings.values()), "socket_io_connected",
+                            parse_selector(None), Combine.SUM)  # fmt: skip
+        assert whole.value == 4
+    in_process = Scraper(ScrapeSettings())
+    try:
+        here = await in_process.round(targets)
+    finally:
+        await in_process.close()
+    for target in targets:
+        there, local = readings[target].samples, here[target].samples
+        assert there is not None and local is not None
+        for name in ("socket_io_connected", "pushscale_worker_info"):
+            assert dict(there[name]) == dict(local[name])
+
+
+async def test_bad_targets_through_the_scrape_process_carry_their_code(
+    bad_targets, process_scraper
+):
+    paths = ("/good", "/malformed", "/latin1", "/nan", "/error", "/huge", "/slow")
+    targets = tuple(Target("ns", "pod", i, f"{bad_targets}{path}") for i, path in enumerate(paths))
+    readings = await process_scraper.round(targets)
+    assert [readings[t].error_kind for t in targets] == [
+        None, "malformed", "malformed", "not_finite", "http_status", "too_large", "timeout",
+    ]  # fmt: skip
+    assert readings[targets[2]].error == "malformed metrics text: not UTF-8 (byte 27 of 29)"
+    assert dict(readings[targets[0]].samples["socket_io_connected"]) == {(): 7.0}
+
+
+async def test_a_killed_scrape_process_fails_its_round_at_once_and_a_new_one_takes_over(
+    bad_targets, process_scraper, caplog
+):
+    slow = (Target("ns", "slow", 0, f"{bad_targets}/slow"),)
+    good = (Target("ns", "good", 0, f"{bad_targets}/good"),)
+    first = process_scraper.pid
+    assert first is not None
+    in_flight = asyncio.create_task(process_scraper.round(slow))
+    await asyncio.sleep(0.2)
+    os.kill(first, signal.SIGKILL)
+    started = time.monotonic()
+    with pytest.raises(Unavailable, match="the scrape process is gone"):
+        await in_flight
+    assert time.monotonic() - started < 0.5, "not left to the round's timeout"
+    with pytest.raises(Unavailable, match="restarting"):
+        await process_scraper.round(good)  # within restart_seconds of the last start
+    await asyncio.sleep(0.5)
+    readings = await process_scraper.round(good)
+    assert readings[good[0]].error_kind is None
+    assert process_scraper.pid not in (None, first)
+    assert any("scrape process is gone" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_hung_scrape_process_is_replaced(bad_targets, process_scraper):
+    good = (Target("ns", "good", 0, f"{bad_targets}/good"),)
+    hung = process_scraper.pid
+    assert hung is not None
+    os.kill(hung, signal.SIGSTOP)
+    try:
+        with pytest.raises(Unavailable, match=r"took over 1\.5 s"):
+            await process_scraper.round(good)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(hung, signal.SIGCONT)
+    assert process_gone(hung), "killed, not left stopped"
+    await asyncio.sleep(0.5)
+    assert (await process_scraper.round(good))[good[0]].error_kind is None
+
+
+async def test_closing_ends_a_round_in_flight_and_the_process(bad_targets, process_scraper):
+    pid = process_scraper.pid
+    assert pid is not None
+    slow = (Target("ns", "slow", 0, f"{bad_targets}/slow"),)
+    in_flight = asyncio.create_task(process_scraper.round(slow))
+    await asyncio.sleep(0.2)
+    await process_scraper.close()
+    with pytest.raises(Unavailable):
+        await asyncio.wait_for(in_flight, 2)
+    assert process_gone(pid)
+
+
+def test_the_scrape_process_dies_with_the_adapter():
+    with subprocess.Popen(
+        [sys.executable, "-c", _PARENT], stdout=subprocess.PIPE, text=True, cwd=Path.cwd()
+    ) as parent:
+        try:
+            assert parent.stdout is not None
+            child = int(parent.stdout.readline())
+            assert not process_gone(child)
+            parent.kill()  # SIGKILL: nothing of ours runs in the parent any more
+            parent.wait()
+            deadline = time.monotonic() + 5
+            while not process_gone(child):
+                assert time.monotonic() < deadline, "the scrape process outlived the adapter"
+                time.sleep(0.05)
+        finally:
+            parent.kill()
+
+
+_PARENT = """
+import asyncio, time
+from adapter.scrape import ScrapeSettings
+from adapter.scrapeproc import ProcessScraper
+
+async def main():
+    scraper = ProcessScraper(ScrapeSettings())
+    await scraper.start()
+    print(scraper.pid, flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_round_given_up_on_costs_the_next_one_nothing(bad_targets, process_scraper):
+    good = tuple(Target("ns", "good", w, f"{bad_targets}/good") for w in range(3))
+    slow = Target("ns", "slow", 0, f"{bad_targets}/slow")
+    given_up = asyncio.create_task(process_scraper.round((*good, slow)))
+    await asyncio.sleep(0.1)
+    given_up.cancel()  # a caller that stopped waiting; the child still sends that round
+    with contextlib.suppress(asyncio.CancelledError):
+        await given_up
+    for _ in range(2):
+        readings = await process_scraper.round(good)
+        assert [dict(readings[t].samples["socket_io_connected"]) for t in good] == [{(): 7.0}] * 3
 
 
 @pytest.fixture
