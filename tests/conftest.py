@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ def redis_url() -> Iterator[str]:
         yield url_of(server)
         left = _worker_clients(server)
         if left:
-            LEFT_BEHIND.append(f"the session's Redis still has workers connected: {left}")
+            left_behind(f"the session's Redis still has workers connected: {left}")
 
 
 def _worker_clients(server: ValkeyServer) -> list[str]:
@@ -272,8 +273,11 @@ def server_factory(
         _check_no_worker_left(server, request.node.nodeid)
 
 
-# Workers that outlived their stopped pod, found at teardown; reported at the end of the run.
-LEFT_BEHIND: list[str] = []
+def left_behind(what: str) -> None:
+    """Workers that outlived their stopped pod, found at teardown: a warning that is not an
+    error (pyproject.toml's filterwarnings), so it reaches the run's warnings summary from
+    every xdist worker."""
+    warnings.warn(f"left behind: {what}", UserWarning, stacklevel=2)
 
 
 def process_gone(pid: int) -> bool:
@@ -287,8 +291,8 @@ def process_gone(pid: int) -> bool:
 
 def _check_no_worker_left(server: RunningServer, test: str, grace: float = 10) -> None:
     """A stopped pod's workers exit with it. One still running would go on serving, and on
-    a shared Redis it would receive every later test's publishes; it is killed, and the run
-    ends with a report naming the test and the pod's log."""
+    a shared Redis it would receive every later test's publishes; it is killed, and the run's
+    warnings summary names the test and the pod's log."""
     deadline = time.monotonic() + grace
     while not all(process_gone(pid) for pid in server.worker_pids):
         if time.monotonic() > deadline:
@@ -296,19 +300,12 @@ def _check_no_worker_left(server: RunningServer, test: str, grace: float = 10) -
             for pid in left:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            LEFT_BEHIND.append(
-                f"{test}: pod {server.name} (supervisor exit {server.process.returncode}) left"
-                f" workers {left} running; log {server.log_path}"
+            left_behind(
+                f"{test}: pod {server.name} (supervisor exit {server.process.returncode}) "
+                f"left workers {left} running (killed); log {server.log_path}"
             )
             return
         time.sleep(0.05)
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if LEFT_BEHIND:
-        terminalreporter.write_sep("!", "push server workers that outlived their pod (killed)")
-        for line in LEFT_BEHIND:
-            terminalreporter.write_line(line)
 
 
 @pytest.fixture

@@ -127,7 +127,9 @@ async def test_a_worker_above_recommended_sheds_its_newest_sockets_paced(
         }
         assert shed_first == {id(v) for v in clients[20:]}, "the 10 newest went first"
         gaps = [b - a for a, b in itertools.pairwise(first_drops)]
-        assert min(gaps) >= 0.8 * interval_ms / 1000, gaps
+        # Seen by the clients, whose loop may hand two drops over a few ms late: an unpaced
+        # shed would show gaps of a millisecond or less.
+        assert min(gaps) >= 0.5 * interval_ms / 1000, gaps
         assert first_drops[-1] - first_drops[0] >= 9 * 0.8 * interval_ms / 1000
 
         async def settled() -> bool:
