@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from adapter.aggregate import Reason, WorkerReading, wrong_worker
@@ -83,14 +83,12 @@ class Scraper:
         started = self._clock()
         timeout = self._settings.timeout_seconds
         self._give_up_late(started, urls)
-        late = WorkerReading(0, started, error=f"timeout after {timeout:g} s", error_kind="timeout")
-        tasks: dict[Target, asyncio.Task[WorkerReading]] = {}
-        readings: dict[Target, WorkerReading] = {}
-        for target in targets:
-            if target.url in self._late:
-                readings[target] = replace(late, worker=target.worker)  # still waiting for it
-            else:
-                tasks[target] = asyncio.ensure_future(self.read(target))
+        # A target whose last read is still waiting gets no new one (no task here).
+        tasks = {
+            target: asyncio.ensure_future(self.read(target))
+            for target in targets
+            if target.url not in self._late
+        }
         pending: set[asyncio.Task[WorkerReading]] = set()
         try:
             if tasks:
@@ -99,18 +97,23 @@ class Scraper:
             for task in tasks.values():
                 task.cancel()  # the round itself is cancelled: its reads go with it
             raise
-        for target, task in tasks.items():
-            if task in pending:
+        readings: dict[Target, WorkerReading] = {}
+        for target in targets:
+            read = tasks.get(target)
+            if read is not None and read not in pending:
+                readings[target] = read.result()
+                continue
+            if read is not None:
                 # Not cancelled: that would close its connection, and the next round would
                 # open it again. A round running late over thousands of endpoints then opens
                 # thousands of connections, runs later still, and every read fails from then
                 # on (bench/adapter.py at 4000 endpoints). The answer is not used; the
                 # connection is, once it has come.
-                self._late[target.url] = (started, task)
-                readings[target] = replace(late, worker=target.worker)
-            else:
-                readings[target] = task.result()
-        return {target: readings[target] for target in targets}
+                self._late[target.url] = (started, read)
+            readings[target] = WorkerReading(
+                target.worker, started, error=f"timeout after {timeout:g} s", error_kind="timeout"
+            )
+        return readings
 
     def _give_up_late(self, now: float, urls: set[str]) -> None:
         """Forget late reads that ended; cancel those past `LATE_SECONDS` or of endpoints no

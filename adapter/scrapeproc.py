@@ -43,7 +43,7 @@ import uvloop
 from adapter.aggregate import WorkerReading
 from adapter.catalog import COLUMNS
 from adapter.columns import totals_of
-from adapter.errors import Unavailable
+from adapter.errors import Unavailable, describe
 from adapter.packing import MIN_LAYOUTS, Packer, Unpacker
 from adapter.scrape import Scraper, ScrapeSettings, Target
 from pushkit.children import die_with_parent
@@ -205,7 +205,7 @@ class ProcessScraper:
         except Exception as exc:
             # A bug of ours reading a frame: the tables may be out of step; a new child starts
             # with empty ones.
-            why = f"internal error: {_describe(exc)}"
+            why = f"internal error: {describe(exc)}"
         self._forget(f"the scrape process is gone ({why})")
         if process.returncode is None:
             with contextlib.suppress(TimeoutError):
