@@ -3,10 +3,10 @@
 The HPA asks for a metric of every pod with no metric label selector, so a pod's value is the
 sum (or max) over its workers of each worker's total: the sum of all its series of that family.
 Read from the readings, that touches every worker's objects, each one cold: ~8 µs a worker,
-~30 ms for a request over 1000 pods of 4 workers. So the scrape process also sends, per read
-family, every worker's total in one array of floats in target order (`totals_of`: NaN where
-the worker gave no samples or not that family), and the serving side finds a pod's value as
-one slice of one array (`pod_total`).
+~30 ms for a request over 1000 pods of 4 workers. So the scrape process also sends, for each
+served gauge (`adapter.catalog.COLUMNS`), every worker's total in one array of floats in target
+order (`totals_of`: NaN where the worker gave no samples or not that family), and the serving
+side finds a pod's value as one slice of one array (`pod_total`).
 
 The columns never decide anything `aggregate.pod_reading` would decide otherwise: they answer
 only when every worker of the pod has the family, and then with the same floats added in the
