@@ -56,10 +56,14 @@ class Endpoint:
 
 
 class _Connection(asyncio.Protocol):
-    """One connection to one endpoint; one request in flight at most."""
+    """One connection to one endpoint; one request in flight at most. What comes of a request
+    is set on the future `send` was given; a cancelled future closes the connection, since the
+    answer may still come and must not be read as the next request's."""
 
-    def __init__(self, max_body_bytes: int) -> None:
+    def __init__(self, max_body_bytes: int, url: str, fetcher: Fetcher) -> None:
         self._limit = max_body_bytes
+        self._url = url
+        self._fetcher = fetcher
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future[bytes] | None = None
@@ -68,8 +72,9 @@ class _Connection(asyncio.Protocol):
         self._header: bytes = b""
         self.reusable = False
         # Whether any byte of the current answer came: a kept connection the endpoint closed
-        # while idle fails before one does, and the request is safe to send again.
-        self.answered = False
+        # while idle fails before one does, and the request is safe to send again (`again`).
+        self._answered = False
+        self._again = False
 
     # asyncio.Protocol
 
@@ -79,13 +84,19 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.reusable = False
-        self._fail(FetchFailed("http", "connection closed before the response ended"))
+        again, waiter = self._again and not self._answered, self._end()
+        if waiter is None:
+            return
+        if again:
+            self._fetcher.connect(self._url, waiter)
+        else:
+            waiter.set_exception(FetchFailed("http", "connection closed before the response ended"))
 
     def data_received(self, data: bytes) -> None:
         if self._waiter is None:
             self.close()  # bytes nobody asked for: the connection cannot be trusted to frame
             return
-        self.answered = True
+        self._answered = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError:
@@ -116,36 +127,58 @@ class _Connection(asyncio.Protocol):
             self._body.append(body)
 
     def on_message_complete(self) -> None:
-        waiter = self._waiter
+        body = b"".join(self._body)
+        waiter = self._end()
         if waiter is None:
             return
-        self._waiter = None
         if not self._parser.should_keep_alive():
             self.close()
-        if not waiter.done():
-            waiter.set_result(b"".join(self._body))
-        self._body = []
+        elif self.reusable:
+            self._fetcher.idle(self._url, self)
+        waiter.set_result(body)
 
     # Ours
 
-    def send(self, request: bytes) -> asyncio.Future[bytes]:
+    def send(self, request: bytes, waiter: asyncio.Future[bytes], again: bool) -> None:
+        """Write `request`; its body or `FetchFailed` goes to `waiter`. With `again`, a
+        connection lost before any byte of the answer came sends the request once more on a
+        new connection (`Fetcher.connect`) instead of failing."""
         assert self._transport is not None and self._waiter is None
-        self._waiter = asyncio.get_running_loop().create_future()
-        self._body, self._size, self._header, self.answered = [], 0, b"", False
+        self._waiter, self._again = waiter, again
+        self._body, self._size, self._header, self._answered = [], 0, b"", False
+        waiter.add_done_callback(self._settled)
         self._transport.write(request)
-        return self._waiter
 
     def close(self) -> None:
         self.reusable = False
         if self._transport is not None:
             self._transport.close()
 
-    def _fail(self, error: FetchFailed) -> None:
-        """End the request in flight with `error`; the connection goes with it."""
+    def _settled(self, waiter: asyncio.Future[bytes]) -> None:
+        """Only ever called for a waiter set from outside (cancelled): `_end` takes this
+        callback off before the connection sets one itself."""
+        if waiter is self._waiter:
+            self._waiter = None
+            self._body = []
+            self.close()
+
+    def _end(self) -> asyncio.Future[bytes] | None:
+        """The request in flight's waiter, if it still waits; none is in flight after."""
         waiter, self._waiter = self._waiter, None
         self._body = []
+        if waiter is None:
+            return None
+        waiter.remove_done_callback(self._settled)
+        if waiter.done():  # cancelled, and its callback not run yet: as `_settled` would
+            self.close()
+            return None
+        return waiter
+
+    def _fail(self, error: FetchFailed) -> None:
+        """End the request in flight with `error`; the connection goes with it."""
+        waiter = self._end()
         self.close()
-        if waiter is not None and not waiter.done():
+        if waiter is not None:
             waiter.set_exception(error)
 
 
@@ -160,40 +193,35 @@ class Fetcher:
         self._query = query
         self._endpoints: dict[str, Endpoint] = {}
         self._idle: dict[str, _Connection] = {}
+        self._connecting: set[asyncio.Task[None]] = set()
 
-    async def get(self, url: str) -> bytes:
-        """The body of a 200 answer to GET `url`, or `FetchFailed`. Cancelled (a timeout), the
-        request's connection is closed: its answer may still come and must not be read as the
-        next request's."""
-        endpoint = self._endpoints.get(url)
-        if endpoint is None:
-            endpoint = self._endpoints[url] = Endpoint.of(url, self._user_agent, self._query)
+    def get(self, url: str) -> asyncio.Future[bytes]:
+        """The body of a 200 answer to GET `url`, or `FetchFailed`. A future, not a
+        coroutine: a round starts one per endpoint, and a task each cost a quarter of the
+        round's CPU at 4000 endpoints (bench/adapter.py). Cancelled (a timeout), the future
+        closes its request's connection."""
+        waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         kept = self._idle.pop(url, None)
         if kept is not None and kept.reusable:
-            try:
-                return self._keep(url, kept, await self._send(kept, endpoint))
-            except FetchFailed:
-                if kept.answered:
-                    raise
-        connection = await self._connect(endpoint)
-        return self._keep(url, connection, await self._send(connection, endpoint))
+            kept.send(self._endpoint(url).request, waiter, again=True)
+        else:
+            self.connect(url, waiter)
+        return waiter
 
-    async def _send(self, connection: _Connection, endpoint: Endpoint) -> bytes:
-        try:
-            return await connection.send(endpoint.request)
-        except BaseException:
-            connection.close()
-            raise
+    def connect(self, url: str, waiter: asyncio.Future[bytes]) -> None:
+        """Send GET `url` on a new connection, its outcome to `waiter`."""
+        task = asyncio.ensure_future(self._connect(url, waiter))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+        # Given up on while connecting (an endpoint that takes its time to accept).
+        waiter.add_done_callback(lambda _: task.cancel())
 
-    def _keep(self, url: str, connection: _Connection, body: bytes) -> bytes:
-        if not connection.reusable:
-            return body
-        # Two targets with one URL (pods whose port ranges overlap) read it concurrently over
-        # two connections; one of them is kept.
+    def idle(self, url: str, connection: _Connection) -> None:
+        """Keep `connection` for the next GET of `url`. Two targets with one URL (pods whose
+        port ranges overlap) read it concurrently over two connections; one of them is kept."""
         extra = self._idle.setdefault(url, connection)
         if extra is not connection:
             connection.close()
-        return body
 
     def keep_only(self, urls: set[str]) -> None:
         """Close the kept connections of endpoints not in `urls` (pods gone since)."""
@@ -206,15 +234,34 @@ class Fetcher:
         for connection in self._idle.values():
             connection.close()
         self._idle.clear()
+        for task in self._connecting:
+            task.cancel()
 
-    async def _connect(self, endpoint: Endpoint) -> _Connection:
+    def _endpoint(self, url: str) -> Endpoint:
+        endpoint = self._endpoints.get(url)
+        if endpoint is None:
+            endpoint = self._endpoints[url] = Endpoint.of(url, self._user_agent, self._query)
+        return endpoint
+
+    async def _connect(self, url: str, waiter: asyncio.Future[bytes]) -> None:
+        endpoint = self._endpoint(url)
         loop = asyncio.get_running_loop()
         try:
             _, connection = await loop.create_connection(
-                lambda: _Connection(self._limit), endpoint.host, endpoint.port
+                lambda: _Connection(self._limit, url, self), endpoint.host, endpoint.port
             )
         except ConnectionRefusedError:
-            raise FetchFailed("refused", "connection refused") from None
+            error = FetchFailed("refused", "connection refused")
         except OSError as exc:
-            raise FetchFailed("refused", f"cannot connect: {exc.strerror or 'error'}") from None
-        return connection
+            error = FetchFailed("refused", f"cannot connect: {exc.strerror or 'error'}")
+        except asyncio.CancelledError:
+            waiter.cancel()  # the fetcher closed: nobody is left to wait
+            raise
+        else:
+            if waiter.done():
+                connection.close()
+            else:
+                connection.send(endpoint.request, waiter, again=False)
+            return
+        if not waiter.done():
+            waiter.set_exception(error)

@@ -15,6 +15,7 @@ one target is that target's `internal_error`, logged at most once a minute per e
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -71,7 +72,7 @@ class Scraper:
         # Each endpoint's last body's shape: the next one is read by comparison with it.
         self._shapes: dict[str, Shape] = {}
         # Reads that outlived their round, by URL: when each started, and the read.
-        self._late: dict[str, tuple[float, asyncio.Task[WorkerReading]]] = {}
+        self._late: dict[str, tuple[float, asyncio.Future[bytes]]] = {}
 
     async def round(self, targets: Sequence[Target]) -> dict[Target, WorkerReading]:
         urls = {target.url for target in targets}
@@ -83,33 +84,53 @@ class Scraper:
         started = self._clock()
         timeout = self._settings.timeout_seconds
         self._give_up_late(started, urls)
-        # A target whose last read is still waiting gets no new one (no task here).
-        tasks = {
-            target: asyncio.ensure_future(self.read(target))
+        # A target whose last read is still waiting gets no new one.
+        gets = {
+            target: self._fetcher.get(target.url)
             for target in targets
             if target.url not in self._late
         }
-        pending: set[asyncio.Task[WorkerReading]] = set()
+        # Each reading is made as its body comes, so the reading of one overlaps the wait
+        # for the others; those still out at the deadline are left out.
+        taken: dict[Target, WorkerReading] = {}
+        ended = asyncio.get_running_loop().create_future()
+
+        def take(target: Target, get: asyncio.Future[bytes]) -> None:
+            if ended.done():
+                return  # the round is over: a late read, or the round was cancelled
+            taken[target] = self._reading(target, started, get)
+            if len(taken) == len(gets):
+                ended.set_result(None)
+
+        for target, get in gets.items():
+            get.add_done_callback(functools.partial(take, target))
         try:
-            if tasks:
-                _, pending = await asyncio.wait(tasks.values(), timeout=timeout)
+            if gets:
+                await asyncio.wait([ended], timeout=timeout)
         except BaseException:
-            for task in tasks.values():
-                task.cancel()  # the round itself is cancelled: its reads go with it
+            ended.cancel()
+            for each in gets.values():
+                each.cancel()  # the round itself is cancelled: its reads go with it
             raise
+        ended.cancel()
         readings: dict[Target, WorkerReading] = {}
         for target in targets:
-            read = tasks.get(target)
-            if read is not None and read not in pending:
-                readings[target] = read.result()
+            reading = taken.get(target)
+            if reading is not None:
+                readings[target] = reading
                 continue
-            if read is not None:
+            late = gets.get(target)
+            if late is not None:
                 # Not cancelled: that would close its connection, and the next round would
                 # open it again. A round running late over thousands of endpoints then opens
                 # thousands of connections, runs later still, and every read fails from then
                 # on (bench/adapter.py at 4000 endpoints). The answer is not used; the
-                # connection is, once it has come.
-                self._late[target.url] = (started, read)
+                # connection is, once it has come. Of two targets with one URL, one read
+                # waits on.
+                if target.url in self._late:
+                    late.cancel()
+                else:
+                    self._late[target.url] = (started, late)
             readings[target] = WorkerReading(
                 target.worker, started, error=f"timeout after {timeout:g} s", error_kind="timeout"
             )
@@ -118,29 +139,28 @@ class Scraper:
     def _give_up_late(self, now: float, urls: set[str]) -> None:
         """Forget late reads that ended; cancel those past `LATE_SECONDS` or of endpoints no
         longer read (their connections close)."""
-        for url, (started, task) in list(self._late.items()):
-            if task.done():
+        for url, (started, get) in list(self._late.items()):
+            if get.done():
                 del self._late[url]
             elif now - started > LATE_SECONDS or url not in urls:
-                task.cancel()
+                get.cancel()
                 del self._late[url]
 
     async def close(self) -> None:
-        for _, task in self._late.values():
-            task.cancel()
+        for _, get in self._late.values():
+            get.cancel()
         if self._late:
-            await asyncio.wait([task for _, task in self._late.values()])
+            await asyncio.wait([get for _, get in self._late.values()])
         self._late.clear()
         self._fetcher.close()
 
-    async def read(self, target: Target) -> WorkerReading:
-        """One target's reading; no timeout of its own (`round` has one for all)."""
-        started = self._clock()
+    def _reading(self, target: Target, started: float, get: asyncio.Future[bytes]) -> WorkerReading:
+        """What the ended `get` of `target` says: its samples, or why there are none."""
         kind: Reason
         try:
-            body = await self._fetch(target.url)
-            shape: Shape | None
-            samples, shape = read_served(body, self._shapes.get(target.url), strict=parse_samples)
+            samples, shape = read_served(
+                _text(get.result()), self._shapes.get(target.url), strict=parse_samples
+            )
             if shape is None:
                 self._shapes.pop(target.url, None)
             else:
@@ -163,13 +183,13 @@ class Scraper:
             kind, reason = "wrong_worker", mismatch
         return WorkerReading(target.worker, started, error=reason, error_kind=kind)
 
-    async def _fetch(self, url: str) -> str:
-        body = await self._fetcher.get(url)
-        try:
-            # Strict: the text format is UTF-8, and a strict decode stops at the first bad
-            # byte, where replacing every one of 512 KB of junk costs ~7 ms a round.
-            return body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise MalformedScrape(
-                f"malformed metrics text: not UTF-8 (byte {exc.start} of {len(body)})"
-            ) from None
+
+def _text(body: bytes) -> str:
+    try:
+        # Strict: the text format is UTF-8, and a strict decode stops at the first bad
+        # byte, where replacing every one of 512 KB of junk costs ~7 ms a round.
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedScrape(
+            f"malformed metrics text: not UTF-8 (byte {exc.start} of {len(body)})"
+        ) from None

@@ -113,3 +113,47 @@ def test_any_edit_of_a_body_reads_as_the_strict_reader_reads_it(model, piece, wh
     assert through_shape(edited, shape) == strict(edited)
     cut = first[:at] + first[at + len(piece) :]
     assert through_shape(cut, shape) == strict(cut)
+
+
+# What a read value may be written as: the number alphabet, and what `float` accepts beyond the
+# plain form's value rule (underscores, other whitespace, other digits, words).
+VALUE_TEXT = st.text(
+    st.sampled_from("0123456789.eE+- \t_\x0b\u00a0\u0663infINFtyaN"), min_size=0, max_size=8
+) | st.sampled_from(
+    [
+        "1_0",
+        "infinity",
+        "nan",
+        " 7",
+        "7 \t",
+        "\u0663",
+        "-0",
+        "+.5",
+        "5.",
+        "1e",
+        "1e-5",
+        "-1",
+        "-2.5e3",
+        "9007199254740993",
+        "1e400",
+    ]
+)
+
+
+@PROPERTY
+@given(bodies(), st.integers(0, 100), VALUE_TEXT)
+def test_a_read_value_written_any_way_reads_as_the_strict_reader_reads_it(model, which, value):
+    first = render(model)
+    shape = shape_of(first)
+    assert shape is not None
+    lines = first.split("\n")
+    read = [
+        index
+        for index, line in enumerate(lines)
+        if line.partition("{")[0].partition(" ")[0] in READ_TYPES and not line.startswith("#")
+    ]
+    if read:
+        index = read[which % len(read)]
+        lines[index] = lines[index][: lines[index].rindex(" ") + 1] + value
+    after = "\n".join(lines)
+    assert through_shape(after, shape) == strict(after)
