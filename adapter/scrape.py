@@ -3,12 +3,12 @@
 `adapter.rounds` calls `Scraper.round(targets)` once per round; every worker of every pod is
 read concurrently, each over its own kept connection (`adapter.fetch`: httpx's pool scans every
 connection on each request, so a round over n endpoints cost n², and aiohttp's client cost more
-per request than the parse; bench/adapter.py). Each read ends as a
-`WorkerReading` for `adapter.aggregate`: the samples of the families the adapter reads
-(`adapter.shapes`, through the shape of the endpoint's last body when it fits), or the reason
-there are none (refused, timeout, too large, an HTTP error, text that is malformed or not to be
-trusted). One bad target
-never costs another one anything, and never an exception out of here: a bug met while reading
+per request than the parse; bench/adapter.py). A read is a future its connection settles,
+and its reading is made in that future's callback as its body comes, with no task or
+coroutine per read. Each read ends as a `WorkerReading` for `adapter.aggregate`: the samples
+of the families the adapter reads (`adapter.shapes`, through the shape of the endpoint's last
+body when it fits), or the reason there are none (refused, timeout, too large, an HTTP error,
+text that is malformed or not to be trusted). One bad target never costs another one anything, and never an exception out of here: a bug met while reading
 one target is that target's `internal_error`, logged at most once a minute per exception type.
 """
 
