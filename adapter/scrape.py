@@ -8,8 +8,9 @@ and its reading is made in that future's callback as its body comes, with no tas
 coroutine per read. Each read ends as a `WorkerReading` for `adapter.aggregate`: the samples
 of the families the adapter reads (`adapter.shapes`, through the shape of the endpoint's last
 body when it fits), or the reason there are none (refused, timeout, too large, an HTTP error,
-text that is malformed or not to be trusted). One bad target never costs another one anything, and never an exception out of here: a bug met while reading
-one target is that target's `internal_error`, logged at most once a minute per exception type.
+text that is malformed or not to be trusted). One bad target never costs another one anything,
+and never an exception out of here: a bug met while reading one target is that target's
+`internal_error`, logged at most once a minute per exception type.
 """
 
 from __future__ import annotations
