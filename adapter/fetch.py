@@ -201,9 +201,15 @@ class Fetcher:
         round's CPU at 4000 endpoints (bench/adapter.py). Cancelled (a timeout), the future
         closes its request's connection."""
         waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        try:
+            endpoint = self._endpoint(url)
+        except ValueError as exc:
+            # This URL's reading only (a bug of ours upstream), not the caller's whole round.
+            waiter.set_exception(exc)
+            return waiter
         kept = self._idle.pop(url, None)
         if kept is not None and kept.reusable:
-            kept.send(self._endpoint(url).request, waiter, again=True)
+            kept.send(endpoint.request, waiter, again=True)
         else:
             self.connect(url, waiter)
         return waiter

@@ -191,6 +191,23 @@ async def test_a_bug_while_reading_one_target_is_its_internal_error_only(
     assert len(logged) == 1 and "KeyError: 'a bug' at" in logged[0], logged
 
 
+async def test_a_target_whose_url_cannot_be_read_is_its_internal_error_only(bad_targets):
+    # A port past 65535: a bug upstream of the scraper, that must cost this target only.
+    targets = [
+        Target("ns", "a", 0, f"{bad_targets}/good"),
+        Target("ns", "b", 0, "http://127.0.0.1:99999/metrics"),
+    ]
+    scraper = Scraper(ScrapeSettings(timeout_seconds=0.5))
+    try:
+        readings = await scraper.round(targets)
+    finally:
+        await scraper.close()
+    assert readings[targets[0]].error is None
+    assert (readings[targets[1]].error_kind, readings[targets[1]].error) == (
+        "internal_error", "internal error: ValueError"
+    )  # fmt: skip
+
+
 # The scrape process (adapter.scrapeproc): the same reads, done by a child process.
 
 
