@@ -158,9 +158,7 @@ class _Connection(asyncio.Protocol):
         """Only ever called for a waiter set from outside (cancelled): `_end` takes this
         callback off before the connection sets one itself."""
         if waiter is self._waiter:
-            self._waiter = None
-            self._body = []
-            self.close()
+            self._end()
 
     def _end(self) -> asyncio.Future[bytes] | None:
         """The request in flight's waiter, if it still waits; none is in flight after."""

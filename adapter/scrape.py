@@ -109,11 +109,11 @@ class Scraper:
             if gets:
                 await asyncio.wait([ended], timeout=timeout)
         except BaseException:
-            ended.cancel()
             for each in gets.values():
                 each.cancel()  # the round itself is cancelled: its reads go with it
             raise
-        ended.cancel()
+        finally:
+            ended.cancel()  # what comes from now on is not this round's
         readings: dict[Target, WorkerReading] = {}
         for target in targets:
             reading = taken.get(target)
