@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, NamedTuple, get_args
 
 from adapter.selectors import Selector
 from pushserver.exposition import Combine
@@ -50,9 +50,12 @@ class WorkerReading:
     error_kind: Reason | None = None
 
 
-@dataclass(frozen=True)
-class PodReading:
-    """A pod's value, or the reason it is left out (`value` is None then)."""
+class PodReading(NamedTuple):
+    """A pod's value, or the reason it is left out (`value` is None then).
+
+    A NamedTuple, as are the other records made per pod and answer (`answers.PodValue`,
+    `wire.Value`, `wire.Described`): a frozen dataclass costs ~1 µs to make, four times a
+    NamedTuple's, and an answer over 1000 pods made four of them per pod."""
 
     value: float | None
     scraped_at: float | None

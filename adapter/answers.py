@@ -17,10 +17,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from adapter.aggregate import PodReading, WorkerReading, left_out, matching_sum, pod_reading
 from adapter.catalog import CATALOG, ServedMetric
-from adapter.columns import Columns, PodKey, pod_total
+from adapter.columns import Columns, PodKey, pod_totals
 from adapter.errors import NotFound, Unavailable, clip
 from adapter.pods import Pod
 from adapter.rates import Point, rate
@@ -48,8 +49,7 @@ class Round:
     columns: Columns | None = None
 
 
-@dataclass(frozen=True)
-class PodValue:
+class PodValue(NamedTuple):
     pod: Pod
     reading: PodReading
     # Left out by rule (terminating, not running), not for want of a complete scrape: such a
@@ -74,10 +74,60 @@ def pod_value(
     report: Report = ignore,
 ) -> PodValue:
     """One pod's value in the latest round (`rounds` oldest first), or why it is left out."""
+    [value] = each_pod_value([pod], rounds, metric, metric_selector, window_seconds, report)
+    return value
+
+
+def each_pod_value(
+    pods: Sequence[Pod],
+    rounds: Sequence[Round],
+    metric: ServedMetric,
+    metric_selector: Selector,
+    window_seconds: float,
+    report: Report = ignore,
+) -> list[PodValue]:
+    """`pod_value` of each pod. The HPA's usual request (no metric label selector, a gauge) is
+    answered from the round's columns in one pass; a pod they cannot answer, or whose answer is
+    no count, takes the readings' path, which says why it is left out."""
+    fast = _from_columns(pods, rounds, metric, metric_selector)
+    values: list[PodValue] = []
+    for pod, reading in zip(pods, fast, strict=True):
+        if reading is not None and pod.exclusion is None and _is_count(reading.value):
+            values.append(PodValue(pod, reading))
+        else:
+            values.append(_read_pod(pod, rounds, metric, metric_selector, window_seconds, report))
+    return values
+
+
+def _from_columns(
+    pods: Sequence[Pod], rounds: Sequence[Round], metric: ServedMetric, metric_selector: Selector
+) -> Sequence[PodReading | None]:
+    columns = rounds[-1].columns if rounds else None
+    if columns is None or not metric_selector.empty or metric.rate:
+        return [None] * len(pods)
+    try:
+        return pod_totals(columns, pods, metric.sample, metric.combine)
+    except Exception:
+        # Then every pod takes the readings' path, where a bug costs only the pod it met.
+        return [None] * len(pods)
+
+
+def _is_count(value: float | None) -> bool:
+    return value is not None and math.isfinite(value) and value >= 0
+
+
+def _read_pod(
+    pod: Pod,
+    rounds: Sequence[Round],
+    metric: ServedMetric,
+    metric_selector: Selector,
+    window_seconds: float,
+    report: Report,
+) -> PodValue:
     try:
         value = _pod_value(pod, rounds, metric, metric_selector, window_seconds)
         reading = value.reading
-        if reading.value is not None and not (math.isfinite(reading.value) and reading.value >= 0):
+        if reading.value is not None and not _is_count(reading.value):
             # The samples are checked when parsed; a value that is still not a count here is
             # our arithmetic's fault, and must not reach the HPA.
             raise ArithmeticError(f"{metric.name} came out as {reading.value}")
@@ -97,11 +147,6 @@ def _pod_value(
     exclusion = pod.exclusion
     if exclusion is not None:
         return PodValue(pod, left_out(*exclusion), by_rule=True)
-    columns = rounds[-1].columns if rounds else None
-    if columns is not None and metric_selector.empty and not metric.rate:
-        fast = pod_total(columns, pod.key, pod.workers, metric.sample, metric.combine)
-        if fast is not None:
-            return PodValue(pod, fast)
     latest = rounds[-1].readings.get((pod.namespace, pod.name)) if rounds else None
     if latest is None:
         reason = "not scraped yet (discovered after the round)"
@@ -146,20 +191,12 @@ def pod_values(
     report: Report = ignore,
 ) -> list[Value]:
     """Every considered pod that can be served exactly; NotFound when none can."""
-    values = [
-        pod_value(pod, rounds, metric, metric_selector, window_seconds, report)
-        for pod in considered
-    ]
+    values = each_pod_value(considered, rounds, metric, metric_selector, window_seconds, report)
+    name, window = metric.name, _window(metric, window_seconds)
     served = [
-        Value(
-            Described("pods", value.pod.name, value.pod.namespace),
-            metric.name,
-            value.reading.value,
-            value.reading.scraped_at,
-            _window(metric, window_seconds),
-        )
-        for value in values
-        if value.reading.value is not None and value.reading.scraped_at is not None
+        Value(Described("pods", pod.name, pod.namespace), name, reading.value, at, window)
+        for pod, reading, _ in values
+        if reading.value is not None and (at := reading.scraped_at) is not None
     ]
     if not served:
         raise NotFound(f"no value of {metric.name} for {what}: {_explain(values)}")
@@ -181,10 +218,7 @@ def object_value(
     what = f"{described.resource} {clip(described.name)}"
     if not considered:
         raise NotFound(f"no pods with metrics found for {what}")
-    values = [
-        pod_value(pod, rounds, metric, metric_selector, window_seconds, report)
-        for pod in considered
-    ]
+    values = each_pod_value(considered, rounds, metric, metric_selector, window_seconds, report)
     incomplete = [value for value in values if value.reading.value is None and not value.by_rule]
     if incomplete:
         raise Unavailable(f"{metric.name} of {what} would under-count: {_explain(incomplete)}")

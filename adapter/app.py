@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -90,8 +91,8 @@ def create_app(state: AppState) -> ASGIApp:
     return _Gate(app, state)
 
 
-def _json(document: dict[str, Any], code: int = 200, media_type: str | None = None) -> Response:
-    return JSONResponse(document, status_code=code, media_type=media_type)
+def _json(document: dict[str, Any], code: int = 200) -> Response:
+    return Response(wire.render(document), code, media_type="application/json")
 
 
 def _status(error: ApiError | AuthError) -> Response:
@@ -127,7 +128,7 @@ def _error_handlers(app: FastAPI) -> None:
 
 class _Documents:
     def __init__(self) -> None:
-        render = openapi.render
+        render = wire.render
         self.apis = {
             "aggregated": render(wire.api_group_discovery_list(METRIC_NAMES)),
             "legacy": render(wire.api_group_list()),
@@ -330,9 +331,10 @@ async def _fresh_rounds(state: AppState) -> tuple[Round, ...]:
 
 
 def _observe_ages(state: AppState, timestamps: Sequence[float]) -> None:
+    # Values read in one round share its start as their time: a few ages, however many pods.
     now = state.clock()
-    for timestamp in timestamps:
-        state.instruments.observe_value_age(now - timestamp)
+    for timestamp, count in Counter(timestamps).items():
+        state.instruments.observe_value_age(now - timestamp, count)
 
 
 class _Gate:

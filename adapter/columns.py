@@ -6,7 +6,7 @@ Read from the readings, that touches every worker's objects, each one cold: ~8 Â
 ~30 ms for a request over 1000 pods of 4 workers. So the scrape process also sends, for each
 served gauge (`adapter.catalog.COLUMNS`), every worker's total in one array of floats in target
 order (`totals_of`: NaN where the worker gave no samples or not that family), and the serving
-side finds a pod's value as one slice of one array (`pod_total`).
+side finds a pod's value as one slice of one array (`pod_totals`).
 
 The columns never decide anything `aggregate.pod_reading` would decide otherwise: they answer
 only when every worker of the pod has the family, and then with the same floats added in the
@@ -20,10 +20,14 @@ import math
 from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from adapter.aggregate import PodReading, Samples, WorkerReading
 from adapter.layout import LaidOut
 from pushserver.exposition import Combine
+
+if TYPE_CHECKING:  # the scrape process imports this module, and needs nothing of pods'
+    from adapter.pods import Pod
 
 PodKey = tuple[str, str]  # (namespace, name)
 
@@ -74,20 +78,27 @@ def totals_of(
     }
 
 
-def pod_total(
-    columns: Columns, key: PodKey, workers: int, family: str, combine: Combine
-) -> PodReading | None:
-    """The pod's value of `family` with no metric label selector, as `pod_reading` gives it; or
-    None when the columns cannot say (then `pod_reading` says why not)."""
-    span = columns.spans.get(key)
+def pod_totals(
+    columns: Columns, pods: Sequence[Pod], family: str, combine: Combine
+) -> list[PodReading | None]:
+    """Each pod's value of `family` with no metric label selector, as `pod_reading` gives it;
+    None for a pod the columns cannot say (then `pod_reading` says why not). One loop over
+    every pod, not a call per pod: the HPA's request over 1000 pods."""
     totals = columns.totals.get(family)
-    if span is None or totals is None or span[1] != workers or combine is Combine.IGNORE:
-        return None
-    first, count = span
-    values = totals[first : first + count]
-    value = sum(values)  # NaN if any worker has no total
-    if value != value:
-        return None
-    if combine is Combine.MAX:
-        value = max(values)
-    return PodReading(value, min(columns.scraped_at[first : first + count]))
+    if totals is None or combine is Combine.IGNORE:
+        return [None] * len(pods)
+    spans, scraped_at, largest = columns.spans, columns.scraped_at, combine is Combine.MAX
+    readings: list[PodReading | None] = []
+    for pod in pods:
+        span = spans.get((pod.namespace, pod.name))
+        if span is None or span[1] != pod.workers or not span[1]:
+            readings.append(None)
+            continue
+        first, end = span[0], span[0] + span[1]
+        values = totals[first:end]
+        value = sum(values)  # NaN if any worker has no total
+        if value != value:
+            readings.append(None)
+            continue
+        readings.append(PodReading(max(values) if largest else value, min(scraped_at[first:end])))
+    return readings

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from adapter.aggregate import left_out, matching_sum
-from adapter.answers import PodValue, Report, Round, ignore, pod_value
+from adapter.answers import PodValue, Report, Round, each_pod_value, ignore
 from adapter.catalog import ServedMetric
 from adapter.pods import Pod
 from adapter.selectors import Selector
@@ -47,8 +47,8 @@ def debug_document(
         return {"metric": metric.name, "round": None, "pods": []}
     latest = rounds[-1]
     pods = []
-    for pod in latest.pods:
-        value = pod_value(pod, rounds, metric, metric_selector, window_seconds, report)
+    values = each_pod_value(latest.pods, rounds, metric, metric_selector, window_seconds, report)
+    for pod, value in zip(latest.pods, values, strict=True):
         try:
             workers = _workers(pod, latest, metric, metric_selector)
             hpa = hpa_url(pod, metric.name)

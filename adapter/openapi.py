@@ -15,12 +15,11 @@ table of fields feeds both formats. The paths are the concrete ones `adapter.wir
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from adapter.wire import GROUP, RESOURCES, VERSIONS
+from adapter.wire import GROUP, RESOURCES, VERSIONS, render
 
 _META = "io.k8s.apimachinery.pkg.apis.meta.v1."
 _CORE = "io.k8s.api.core.v1."
@@ -494,16 +493,6 @@ def openapi_v3(version: str, metrics: Sequence[str]) -> dict[str, Any]:
         },
         "security": [{"BearerToken": []}],
     }
-
-
-def render(document: Mapping[str, Any]) -> bytes:
-    """The bytes served for a document: exactly what Starlette's JSONResponse writes.
-
-    The index's hashes are over these bytes, so the API layer must serve them as they are.
-    """
-    return json.dumps(
-        document, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
-    ).encode("utf-8")
 
 
 def etag(body: bytes) -> str:

@@ -46,17 +46,22 @@ class StaticPodsError(ValueError):
 class Labels(Mapping[str, str]):
     """An immutable, hashable label map, so pods can be shared and used as keys."""
 
-    __slots__ = ("_items",)
+    # The dict answers lookups: every API request matches its selector against every pod.
+    __slots__ = ("_items", "_map")
 
     def __init__(self, labels: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
         pairs = labels.items() if isinstance(labels, Mapping) else labels
         self._items: tuple[tuple[str, str], ...] = tuple(sorted(dict(pairs).items()))
+        self._map = dict(self._items)
 
     def __getitem__(self, key: str) -> str:
-        for name, value in self._items:
-            if name == key:
-                return value
-        raise KeyError(key)
+        return self._map[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._map
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._map.get(key, default)
 
     def __iter__(self) -> Iterator[str]:
         return (name for name, _ in self._items)

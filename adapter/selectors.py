@@ -42,7 +42,7 @@ class Requirement:
         if self.operator == "!exists":
             return self.key not in labels
         if self.operator == "in":
-            return self.key in labels and labels[self.key] in self.values
+            return labels.get(self.key) in self.values  # values are strings, never None
         # notin (and !=) also match objects that do not have the label at all.
         return labels.get(self.key) not in self.values
 
@@ -52,7 +52,10 @@ class Selector:
     requirements: tuple[Requirement, ...] = ()
 
     def matches(self, labels: Mapping[str, str]) -> bool:
-        return all(requirement.matches(labels) for requirement in self.requirements)
+        for requirement in self.requirements:  # a loop, not all(...): no generator per pod
+            if not requirement.matches(labels):
+                return False
+        return True
 
     @property
     def empty(self) -> bool:

@@ -12,9 +12,10 @@ the group comes in both forms kube-apiserver's aggregator asks for: the legacy `
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal, NamedTuple
+
+import orjson
 
 from adapter.quantity import format_quantity
 from adapter.selectors import Selector
@@ -44,8 +45,7 @@ _REASONS = {
 }
 
 
-@dataclass(frozen=True)
-class Described:
+class Described(NamedTuple):
     """What a value is about: `ObjectReference` with the fields the adapters fill in."""
 
     resource: str  # a key of RESOURCES
@@ -58,6 +58,14 @@ class Described:
         if namespaced and self.namespace is not None:
             reference["namespace"] = self.namespace
         return reference
+
+
+def render(document: Mapping[str, Any]) -> bytes:
+    """The bytes served for every JSON document: compact UTF-8, what Starlette's JSONResponse
+    writes, ~10x sooner (a list over 1000 pods is ~200 KB). The documents here hold no float
+    that is not finite (values go out as Quantity strings), and orjson would write one as null
+    where the stdlib refuses it; `adapter.debug`'s floats are finite counts and ages."""
+    return orjson.dumps(document)
 
 
 def rfc3339(timestamp: float) -> str:
@@ -91,8 +99,7 @@ def label_selector(selector: Selector) -> dict[str, Any] | None:
     return document
 
 
-@dataclass(frozen=True)
-class Value:
+class Value(NamedTuple):
     described: Described
     metric: str
     value: float
@@ -101,32 +108,62 @@ class Value:
 
 
 def metric_value(version: str, item: Value, selector: Selector) -> dict[str, Any]:
-    document: dict[str, Any] = {"describedObject": item.described.reference()}
-    if version == "v1beta1":
-        document["metricName"] = item.metric
-        document["timestamp"] = rfc3339(item.timestamp)
-        if item.window_seconds is not None:
-            document["window"] = item.window_seconds
-        document["value"] = format_quantity(item.value)
-        document["selector"] = label_selector(selector)
-    elif version == "v1beta2":
-        document["metric"] = {"name": item.metric, "selector": label_selector(selector)}
-        document["timestamp"] = rfc3339(item.timestamp)
-        if item.window_seconds is not None:
-            document["windowSeconds"] = item.window_seconds
-        document["value"] = format_quantity(item.value)
-    else:
-        raise ValueError(f"unknown version {version!r}")
-    return document
+    return _renderer(version, selector)(item)
 
 
 def metric_value_list(version: str, items: Iterable[Value], selector: Selector) -> dict[str, Any]:
+    render = _renderer(version, selector)
     return {
         "kind": "MetricValueList",
         "apiVersion": f"{GROUP}/{version}",
         "metadata": {},
-        "items": [metric_value(version, item, selector) for item in items],
+        "items": [render(item) for item in items],
     }
+
+
+def _renderer(version: str, selector: Selector) -> Callable[[Value], dict[str, Any]]:
+    """`MetricValue` of one item. What every item of a list shares is made once: the selector's
+    document (the same object in every item: nothing edits a rendered document) and the
+    timestamps, which the values of one round share (`rfc3339` costs ~1 µs an item)."""
+    selector_document = label_selector(selector)
+    times: dict[float, str] = {}
+
+    def timestamp(at: float) -> str:
+        text = times.get(at)
+        if text is None:
+            text = times[at] = rfc3339(at)
+        return text
+
+    if version == "v1beta1":
+
+        def render(item: Value) -> dict[str, Any]:
+            document: dict[str, Any] = {
+                "describedObject": item.described.reference(),
+                "metricName": item.metric,
+                "timestamp": timestamp(item.timestamp),
+            }
+            if item.window_seconds is not None:
+                document["window"] = item.window_seconds
+            document["value"] = format_quantity(item.value)
+            document["selector"] = selector_document
+            return document
+
+    elif version == "v1beta2":
+
+        def render(item: Value) -> dict[str, Any]:
+            document: dict[str, Any] = {
+                "describedObject": item.described.reference(),
+                "metric": {"name": item.metric, "selector": selector_document},
+                "timestamp": timestamp(item.timestamp),
+            }
+            if item.window_seconds is not None:
+                document["windowSeconds"] = item.window_seconds
+            document["value"] = format_quantity(item.value)
+            return document
+
+    else:
+        raise ValueError(f"unknown version {version!r}")
+    return render
 
 
 def api_resource_list(version: str, metrics: Sequence[str]) -> dict[str, Any]:
