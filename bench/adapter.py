@@ -19,9 +19,10 @@ For each size, the real `pushscale adapter` (pinned to CPU 0, default intervals:
    and for its scrape process (`adapter.scrapeproc`) apart;
 2. API, `--seconds`: `--requests` sequential keep-alive HTTPS requests for
    `pods/*/socket_io_connected`, the HPA's request, spread evenly so they meet every phase of
-   the round cycle; between them `/debug/pods?format=json` gives each round's duration. The
-   value age is the adapter's `pushscale_adapter_value_age_seconds` over these answers
-   (the API's timestamps are whole seconds);
+   the round cycle. The rounds' durations and the value age are the adapter's own
+   histograms over this phase (`pushscale_adapter_scrape_round_seconds`,
+   `pushscale_adapter_value_age_seconds`; the API's timestamps are whole seconds). Nothing
+   else is asked meanwhile: `/debug/pods` over 1000 pods holds the serving loop ~35 ms;
 3. fresh: a request that finds no fresh round waits for one. The running adapter never gets
    there (it scrapes every second), so this runs the adapter's own app in-process with
    `max_age_seconds=0` on CPU 0, through `httpx.ASGITransport` (no TLS): every request starts
@@ -83,7 +84,6 @@ API_P99_TARGET_MS = 10.0
 AGE_TARGET_SECONDS = 1.0
 # Rounds the adapter finishes before anything is measured: every keep-alive connection open.
 WARM_UP_SECONDS = 3.0
-DEBUG_POLL_SECONDS = 0.25
 # A phase that runs this many times longer than planned is stopped: the adapter is overloaded.
 OVERTIME = 3.0
 
@@ -188,6 +188,10 @@ async def _endpoints(pipe: Connection, count: int) -> None:
 def _endpoints_main(pipe: Connection, count: int, cpu: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us, Ctrl-C included
     os.sched_setaffinity(0, {cpu})
+    # The endpoints and the bench's client share a CPU, and both stand in for other machines
+    # (the workers, and the HPA's kube-apiserver): the client goes first, so its latencies
+    # are the adapter's and not its wait behind 8000 endpoint requests a second.
+    os.nice(10)
     uvloop.run(_endpoints(pipe, count))
 
 
@@ -414,52 +418,40 @@ def measure_adapter(
         )
         figures["failed_per_round"] = errors / max(rounds, 1)
 
-        # 2. The API, answering from the shared round; /debug/pods between requests.
-        durations: dict[int, float] = {}
+        # 2. The API, answering from the shared round. The rounds' durations come from the
+        # adapter's own histogram: polling /debug/pods (~35 ms of the serving loop for 1000
+        # pods) would hold up the very requests measured.
         latencies: list[float] = []
         served: list[int] = []
         before = own_metrics(client)
         begin = time.monotonic()
-        next_poll = begin
         for i in range(requests):
             if time.monotonic() > begin + OVERTIME * seconds:
                 say(f"{size}: gave up after {i} of {requests} requests ({OVERTIME:g}x --seconds)")
                 break
-            # Poll /debug/pods while waiting for the request's slot (once, if behind).
-            while True:
-                now = time.monotonic()
-                if now >= next_poll:
-                    with contextlib.suppress(httpx.TimeoutException):
-                        debug = client.get("/debug/pods", params={"format": "json"})
-                        round_ = debug.json().get("round") if debug.status_code == 200 else None
-                        if round_ is None:
-                            say(f"/debug/pods: HTTP {debug.status_code} {debug.text[:200]}")
-                        else:
-                            durations[round_["number"]] = round_["durationSeconds"]
-                    next_poll = time.monotonic() + DEBUG_POLL_SECONDS
-                if now >= begin + i * seconds / requests:
-                    break
-                time.sleep(0.001)
+            time.sleep(max(0.0, begin + i * seconds / requests - time.monotonic()))
             started = time.perf_counter()
             try:
                 response = client.get(API_PATH)
-                served.append(served_pods(response, expected))
             except httpx.TimeoutException:
-                served.append(0)
+                response = None
+            # The answer is read whole by now; checking it is this client's time, not the API's.
             latencies.append(1000 * (time.perf_counter() - started))
+            served.append(0 if response is None else served_pods(response, expected))
             draw_bar(f"{size} api", i + 1, requests)
         after = own_metrics(client)
         ages = buckets(before, after, "pushscale_adapter_value_age_seconds")
+        durations = buckets(before, after, "pushscale_adapter_scrape_round_seconds")
         # The adapter's own time per answer: from its app's first byte to its last, without
         # TLS, HTTP or this client (which shares CPU 1 with the endpoints).
         handled = buckets(
             before, after, "pushscale_adapter_request_duration_seconds", "/{resource}/{name}/"
         )
-    round_ms = [1000 * d for d in durations.values()] or [math.nan]
     figures.update(
-        rounds_seen=len(round_ms),
-        round_p50=statistics.median(round_ms),
-        round_p99=percentile(round_ms, 0.99),
+        rounds_seen=durations.get(math.inf, 0.0),
+        round_p50=1000 * histogram_quantile(0.5, durations),
+        round_p99=1000 * histogram_quantile(0.99, durations),
+        round_within_target=durations.get(ROUND_TARGET_MS / 1000, 0.0),
         api_p50=statistics.median(latencies),
         api_p99=percentile(latencies, 0.99),
         age_p50=histogram_quantile(0.5, ages),
@@ -536,7 +528,8 @@ def measure_fresh(
 
 def verdict(figures: Mapping[str, float]) -> str:
     missed = []
-    if not figures["round_p99"] <= ROUND_TARGET_MS:
+    # Exact from the histogram: the target is one of its bounds.
+    if figures["round_within_target"] < figures["rounds_seen"]:
         missed.append(f"round > {ROUND_TARGET_MS:.0f} ms")
     if not figures["api_p99"] <= API_P99_TARGET_MS:
         missed.append(f"API p99 > {API_P99_TARGET_MS:.0f} ms")
@@ -611,7 +604,11 @@ def main() -> None:
         f"Worker /metrics body {served['bytes']} bytes. Adapter on CPU {ADAPTER_CPU}; "
         f"endpoints and this client on CPU {ENDPOINT_CPU}."
     )
-    print(f"Rounds sampled from /debug/pods: {per_size('rounds_seen', '{}')}.")
+    print(
+        "Rounds during the API phase (the adapter's round histogram; quantiles interpolated in"
+        f" buckets of 0.25 s near 1 s): {per_size('rounds_seen', '{:.0f}')}; of them within"
+        f" {ROUND_TARGET_MS:.0f} ms: {per_size('round_within_target', '{:.0f}')}."
+    )
     print(f"API requests made (of --requests): {per_size('answered', '{}')}.")
     print(f"Endpoints failed per round: {per_size('failed_per_round', '{:.1f}')}.")
     print(f"Value age p50 s: {per_size('age_p50', '{:.2f}')}.")

@@ -45,7 +45,6 @@ from aiohttp import web
 
 from bench.adapter import (
     API_PATH,
-    DEBUG_POLL_SECONDS,
     ENDPOINT_CPU,
     LABELS,
     NAMESPACE,
@@ -70,6 +69,9 @@ GARBAGE_POD = "garbage"
 # Under the adapter's default 1 MiB cap, so the body is read and parsed, not cut.
 HUGE_LINE_BYTES = 1_000_000
 DRIP_SECONDS = 0.1
+
+# Rounds are read from /debug/pods between requests: cheap at these sizes (tens of pods).
+DEBUG_POLL_SECONDS = 0.25
 
 
 def garbage_body(kind: str, worker: int) -> bytes:
