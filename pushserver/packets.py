@@ -13,6 +13,7 @@ or `21["joinByGameId",{"gameId":"1"}]` (ack id 1).
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,3 +117,11 @@ def _checked(packet: ClientPacket) -> ClientPacket:
         if packet.ack_id is None or not isinstance(data, list):
             raise PacketError("malformed_packet", "an ACK packet must carry an id and a list")
     return packet
+
+
+def ack_text(namespace: str, ack_id: int, reply: list[Any]) -> str:
+    """The ACK that answers a client's event `ack_id`, as python-socketio's `Packet` encodes
+    it, without building one (it walks the data looking for bytes first): our replies are
+    JSON, never binary."""
+    prefix = "3" if namespace == "/" else f"3{namespace},"
+    return f"{prefix}{ack_id}{json.dumps(reply, separators=(',', ':'))}"

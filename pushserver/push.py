@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import socketio
-from socketio import packet
 
 from pushserver import packets
 from pushserver import websocket as ws
@@ -81,7 +80,6 @@ class PushServer(socketio.AsyncServer):  # type: ignore[misc]
         # Connected engine.io sessions, oldest first (dicts keep insertion order), so shedding
         # can pick the newest sockets as the seed did.
         self._arrivals: dict[str, None] = {}
-        self.on("connect", self._on_connect)
         self.on("disconnect", self._on_disconnect)
         # The events a client may send; only these reach a handler.
         self._event_handlers: dict[str, Callable[[str, Any], Awaitable[Any]]] = {
@@ -125,7 +123,10 @@ class PushServer(socketio.AsyncServer):  # type: ignore[misc]
             if self.manager.sid_from_eio_sid(eio_sid, pkt.namespace) is not None:
                 # A second CONNECT would register a second socket for one transport.
                 self.eio.reject(eio_sid, ws.POLICY_VIOLATION, "duplicate_connect")
+            elif pkt.namespace == "/":
+                await self._connect(eio_sid)
             else:
+                # No other namespace is served: python-socketio answers CONNECT_ERROR.
                 await self._handle_connect(eio_sid, pkt.namespace, pkt.data)
         elif pkt.kind is Kind.DISCONNECT:
             await self._handle_disconnect(eio_sid, pkt.namespace, self.reason.CLIENT_DISCONNECT)
@@ -146,10 +147,7 @@ class PushServer(socketio.AsyncServer):  # type: ignore[misc]
         result = await handler(sid, pkt.data[1] if len(pkt.data) > 1 else None)
         if pkt.ack_id is not None:
             reply = [] if result is None else [result]
-            await self._send_packet(
-                eio_sid,
-                self.packet_class(packet.ACK, namespace=pkt.namespace, id=pkt.ack_id, data=reply),
-            )
+            await self.eio.send(eio_sid, packets.ack_text(pkt.namespace, pkt.ack_id, reply))
 
     async def _refuse(self, eio_sid: str, pkt: packets.ClientPacket, verdict: Verdict) -> None:
         sid = self.manager.sid_from_eio_sid(eio_sid, "/")
@@ -171,12 +169,22 @@ class PushServer(socketio.AsyncServer):  # type: ignore[misc]
 
     # -- connections ----------------------------------------------------------------------
 
-    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+    async def _connect(self, eio_sid: str) -> None:
+        """socket.io's CONNECT of "/", done here rather than by python-socketio's
+        `_handle_connect`, whose pre-connect list, handler lookup with two call signatures and
+        packet object were a fifth of a new connection's Python (`bench/accept.py`). The same
+        steps in its order: the socket's id and rooms, the connect bookkeeping, then the
+        CONNECT answer. Nothing here refuses a socket (an overloaded worker refuses the
+        upgrade), so there is no pending state; the auth payload is not read."""
+        sid = self.eio.generate_id()
+        self.manager.basic_enter_room(sid, "/", None, eio_sid=eio_sid)
+        self.manager.basic_enter_room(sid, "/", sid, eio_sid=eio_sid)
         self._stats.connected += 1
         self._stats.connect_total += 1
-        eio_sid = self.manager.eio_sid_from_sid(sid, "/")
         self.eio.namespace_connected(eio_sid)
         self._arrivals[eio_sid] = None
+        # An id is engine.io's base64url alphabet: nothing in it for JSON to escape.
+        await self.eio.send(eio_sid, f'0{{"sid":"{sid}"}}')
 
     async def _on_disconnect(self, sid: str, reason: str) -> None:
         self._stats.connected -= 1

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from socketio import packet
 
 from pushserver import packets, strictjson
 from pushserver.payloads import PayloadError, parse_publish
@@ -65,6 +66,18 @@ def test_an_event_a_client_sends_decodes_exactly(
     assert decoded.kind is packets.Kind.EVENT
     assert (decoded.namespace, decoded.ack_id, decoded.event) == (namespace, ack, name)
     assert decoded.data == [name, *args]
+
+
+@given(
+    reply=st.lists(json_values, max_size=2),
+    ack=st.integers(min_value=0, max_value=2**53 - 1),
+    namespace=st.sampled_from(["/", "/admin"]),
+)
+def test_an_ack_is_written_as_python_socketio_writes_it(
+    reply: list[Any], ack: int, namespace: str
+) -> None:
+    expected = packet.Packet(packet.ACK, data=reply, namespace=namespace, id=ack).encode()
+    assert packets.ack_text(namespace, ack, reply) == expected
 
 
 @given(st.binary() | st.text().map(str.encode))
