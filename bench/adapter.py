@@ -2,14 +2,15 @@
 
     .venv/bin/python -m bench.adapter [--sizes 10,100,400] [--requests 500] [--seconds 10]
 
-One endpoint process (aiohttp on uvloop, pinned to CPU 1) listens on a block of consecutive
-ports, each a push server worker: its `/metrics` body is a busy worker's exposition built by
-`pushserver.exposition` (~6 KB, 45 samples, labelled counters included), so the adapter
-parses what it would parse in a cluster. Like a worker's prometheus_client exposition, an
-endpoint honours `name[]=` (the adapter asks for the families it reads); each body is written
-once per query, since real workers write theirs on other machines. Endpoint k belongs to pod
-k // 4 as worker k % 4: pods of 4 workers on consecutive ports, as `--metrics-port` lays them
-out; a size that is not a multiple of 4 ends with a smaller pod (10 = 4 + 4 + 2).
+One endpoint process (plain asyncio protocols on uvloop, pinned to CPU 1) listens on a block
+of consecutive ports, each a push server worker: its `/metrics` body is a busy worker's
+exposition built by `pushserver.exposition` (~6 KB, 45 samples, labelled counters included),
+so the adapter parses what it would parse in a cluster. Like a worker's prometheus_client
+exposition, an endpoint honours `name[]=` (the adapter asks for the families it reads); each
+answer is made once per query, since real workers write theirs on other machines. Endpoint k
+belongs to pod k // 4 as worker k % 4: pods of 4 workers on consecutive ports, as
+`--metrics-port` lays them out; a size that is not a multiple of 4 ends with a smaller pod
+(10 = 4 + 4 + 2).
 
 For each size, the real `pushscale adapter` (pinned to CPU 0, default intervals: a round every
 0.5 s, values at most 2 s old) serves those pods from `--static-pods` over self-signed TLS:
@@ -61,7 +62,6 @@ from urllib.parse import parse_qs
 import httpx
 import uvloop
 import yaml
-from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -148,6 +148,34 @@ def bind_port_block(count: int) -> list[socket.socket]:
     raise RuntimeError(f"no block of {count} free ports found")
 
 
+class _Endpoint(asyncio.Protocol):
+    """One worker's /metrics on one connection, kept alive: each request answered with the
+    bytes made for its query. Plain asyncio, not an HTTP framework: the endpoints stand in for
+    4000 workers on other machines, and their own cost per request (aiohttp's was ~100 µs,
+    4000 of them a round on one CPU) would bound the very round the bench measures."""
+
+    def __init__(self, answer: Callable[[int, str], bytes]) -> None:
+        self._answer = answer
+        self._buffer = b""
+        self._port = 0
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]  # create_server's: a stream
+        self._port = transport.get_extra_info("sockname")[1]
+
+    def data_received(self, data: bytes) -> None:
+        assert self._transport is not None
+        self._buffer += data
+        while (end := self._buffer.find(b"\r\n\r\n")) >= 0:
+            head, self._buffer = self._buffer[:end], self._buffer[end + 4 :]
+            target = head.split(b"\r\n", 1)[0].split(b" ")[1].decode("latin-1")
+            self._transport.write(self._answer(self._port, target.partition("?")[2]))
+            if b"\r\nconnection: close" in head.lower():
+                self._transport.close()
+                return
+
+
 async def _endpoints(pipe: Connection, count: int) -> None:
     sockets = bind_port_block(count)
     base = sockets[0].getsockname()[1]
@@ -155,34 +183,34 @@ async def _endpoints(pipe: Connection, count: int) -> None:
         base + k: busy_registry(pod_name(k // WORKERS_PER_POD), k % WORKERS_PER_POD)
         for k in range(count)
     }
-    # Each body is made once per query: the endpoints stand in for workers on other machines,
-    # whose cost of writing them is not the adapter's.
-    bodies: dict[tuple[int, str], bytes] = {}
+    # Each answer is made once per query: the endpoints stand in for workers on other
+    # machines, whose cost of writing their bodies is not the adapter's.
+    answers: dict[tuple[int, str], bytes] = {}
 
-    async def metrics(request: web.BaseRequest) -> web.StreamResponse:
-        assert request.transport is not None
-        port = request.transport.get_extra_info("sockname")[1]
-        key = port, request.query_string
-        body = bodies.get(key)
-        if body is None:
+    def answer(port: int, query: str) -> bytes:
+        response = answers.get((port, query))
+        if response is None:
             # `name[]` as a worker's prometheus_client exposition honours it.
-            names = parse_qs(request.query_string).get("name[]")
+            names = parse_qs(query).get("name[]")
             registry = registries[port]
-            body = bodies[key] = generate_latest(
+            body = generate_latest(
                 registry if names is None else registry.restricted_registry(names)
             )
-        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
+            head = (
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            )
+            response = answers[port, query] = head.encode() + body
+        return response
 
-    handler = web.Server(metrics)
     loop = asyncio.get_running_loop()
-    servers = [await loop.create_server(handler, sock=sock) for sock in sockets]
+    servers = [await loop.create_server(lambda: _Endpoint(answer), sock=sock) for sock in sockets]
     pipe.send({"base": base, "bytes": len(generate_latest(registries[base]))})
     # Until the parent says stop, or dies (the pipe then ends with EOFError).
     with contextlib.suppress(EOFError):
         await loop.run_in_executor(None, pipe.recv)
     for server in servers:
         server.close()
-    await handler.shutdown(1.0)
 
 
 def _endpoints_main(pipe: Connection, count: int, cpu: int) -> None:
