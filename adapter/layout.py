@@ -23,7 +23,7 @@ class Layout:
     values' slice. One per shape (so one per endpoint while its series stay the same), and
     compared by identity."""
 
-    __slots__ = ("families", "index")
+    __slots__ = ("_slices", "families", "index")
 
     def __init__(self, families: Families) -> None:
         self.families = families
@@ -33,6 +33,17 @@ class Layout:
             index[name] = (labels, first, first + len(labels))
             first += len(labels)
         self.index: Mapping[str, tuple[tuple[Labels, ...], int, int]] = index
+        self._slices: dict[tuple[str, ...], tuple[slice | None, ...]] = {}
+
+    def slices(self, names: tuple[str, ...]) -> tuple[slice | None, ...]:
+        """Where each family's values lie (None for one it does not have), found once per
+        layout: the scrape process asks every reading of every round for the same families."""
+        found = self._slices.get(names)
+        if found is None:
+            spans = (self.index.get(name) for name in names)
+            found = tuple(None if span is None else slice(span[1], span[2]) for span in spans)
+            self._slices[names] = found
+        return found
 
 
 class LaidOut(Mapping[str, Mapping[Labels, float]]):
@@ -53,9 +64,3 @@ class LaidOut(Mapping[str, Mapping[Labels, float]]):
 
     def __len__(self) -> int:
         return len(self.layout.index)
-
-    def total(self, name: str) -> float | None:
-        """The sum of the family's series (None if it has none here), as
-        `sum(self[name].values())` adds them."""
-        found = self.layout.index.get(name)
-        return None if found is None else sum(self.counts[found[1] : found[2]])
