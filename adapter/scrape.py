@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlencode
 
 from adapter.aggregate import Reason, WorkerReading, wrong_worker
@@ -39,9 +40,9 @@ log = logging.getLogger("pushscale.adapter.scrape")
 LATE_SECONDS = 10.0
 
 
-@dataclass(frozen=True)
-class Target:
-    """One worker's metrics endpoint."""
+class Target(NamedTuple):
+    """One worker's metrics endpoint. (A round's readings are keyed by their targets: a
+    NamedTuple hashes in C, a frozen dataclass through Python.)"""
 
     namespace: str
     pod: str
