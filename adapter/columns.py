@@ -98,7 +98,7 @@ def pod_totals(
     readings: list[PodReading | None] = []
     for pod in pods:
         span = spans.get((pod.namespace, pod.name))
-        if span is None or span[1] != pod.workers or not span[1]:
+        if span is None or span[1] != pod.workers:  # spans_of counts at least one
             readings.append(None)
             continue
         first, end = span[0], span[0] + span[1]
