@@ -4,9 +4,10 @@
 (engine.io over websocket and long-polling), which calls `_handle_eio_message` for every packet
 a client sends; this class spends the session's one event budget (`pushserver.ratelimit`,
 shared with the engine's control frames), decodes it with bounds (`pushserver.packets`), counts
-it and calls the event handlers below itself; python-socketio only keeps its connect/disconnect
-bookkeeping. Payloads are checked by `pushserver.payloads`. Room fan-out across workers and pods
-is `pushserver.fanout`'s job.
+it and calls the event handlers below itself, and answers the CONNECT of "/" and the ACKs
+itself; python-socketio keeps its disconnect bookkeeping and refuses other namespaces.
+Payloads are checked by `pushserver.payloads`. Room fan-out across workers and pods is
+`pushserver.fanout`'s job.
 
 Whatever one client sends, the worst it can cause is its own disconnect: a packet that does not
 decode closes that client's transport with a protocol error (counted by cause, logged at most
