@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from adapter.aggregate import PodReading, WorkerReading, left_out, matching_sum, pod_reading
@@ -47,6 +47,13 @@ class Round:
     readings: Mapping[PodKey, tuple[WorkerReading, ...]]
     # The readings' totals by family, when the scraper made them (the scrape process does).
     columns: Columns | None = None
+    # Each gauge's value of every pod with no metric label selector, by pod, made the first
+    # time one is asked for (`each_pod_value`): they depend on this round alone. The round's
+    # pod counts (`adapter.instruments`) make the headline's as the round lands, so the HPA's
+    # request, over every pod, finds them made.
+    gauges: dict[str, dict[PodKey, PodValue]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
 
 class PodValue(NamedTuple):
@@ -87,8 +94,34 @@ def each_pod_value(
     report: Report = ignore,
 ) -> list[PodValue]:
     """`pod_value` of each pod. The HPA's usual request (no metric label selector, a gauge) is
-    answered from the round's columns in one pass; a pod they cannot answer, or whose answer is
-    no count, takes the readings' path, which says why it is left out."""
+    answered from the latest round's `gauges`, made once a round for all its pods."""
+    if not rounds or not metric_selector.empty or metric.rate:
+        return _each_pod_value(pods, rounds, metric, metric_selector, window_seconds, report)
+    latest = rounds[-1]
+    made = latest.gauges.get(metric.name)
+    if made is None:
+        every = _each_pod_value(latest.pods, (latest,), metric, metric_selector, 0.0, report)
+        made = latest.gauges[metric.name] = {value.pod.key: value for value in every}
+    values: list[PodValue] = []
+    for pod in pods:
+        value = made.get(pod.key)
+        if value is None or value.pod is not pod:  # not one of the round's pods
+            [value] = _each_pod_value([pod], (latest,), metric, metric_selector, 0.0, report)
+        values.append(value)
+    return values
+
+
+def _each_pod_value(
+    pods: Sequence[Pod],
+    rounds: Sequence[Round],
+    metric: ServedMetric,
+    metric_selector: Selector,
+    window_seconds: float,
+    report: Report,
+) -> list[PodValue]:
+    """Each pod's value, made now. A gauge with no metric label selector is answered from the
+    round's columns in one pass; a pod they cannot answer, or whose answer is no count, takes
+    the readings' path, which says why it is left out."""
     fast = _from_columns(pods, rounds, metric, metric_selector)
     values: list[PodValue] = []
     for pod, reading in zip(pods, fast, strict=True):

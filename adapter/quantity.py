@@ -15,7 +15,18 @@ import re
 QUANTITY = re.compile(r"[+-]?[0-9]+m?")
 
 
+# Below this a whole float times 1000 is still exact, so the milli form is a multiple of 1000.
+_EXACT_WHOLE = 2.0**43
+
+
 def format_quantity(value: float) -> str:
+    # A count, the usual value: one of ~1000 in an answer over every pod.
+    if type(value) is float and value.is_integer() and -_EXACT_WHOLE < value < _EXACT_WHOLE:
+        return str(int(value))
+    return _milli_form(value)
+
+
+def _milli_form(value: float) -> str:
     if math.isnan(value) or math.isinf(value):
         raise ValueError(f"{value} cannot be a Quantity")
     milli = math.trunc(round(value * 1000, 6))

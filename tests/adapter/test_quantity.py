@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from adapter.quantity import QUANTITY, format_quantity, parse_quantity
+from adapter.quantity import QUANTITY, _milli_form, format_quantity, parse_quantity
 
 
 @pytest.mark.parametrize(
@@ -46,3 +48,14 @@ def test_not_a_number_is_refused(value):
 def test_parse_refuses_other_forms():
     with pytest.raises(ValueError):
         parse_quantity("40k")
+
+
+@given(
+    st.one_of(
+        st.floats(-1e18, 1e18),
+        st.integers(-(2**55), 2**55).map(float),
+        st.sampled_from([2.0**43 - 1, 2.0**43, -(2.0**43), 2.0**53, -0.0]),
+    )
+)
+def test_a_whole_value_is_written_as_the_milli_form_would_write_it(value):
+    assert format_quantity(value) == _milli_form(value)
