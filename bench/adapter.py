@@ -65,11 +65,52 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.procfs import cpu_seconds, descendants
+from bench.procfs import cpu_seconds, descendants, pin
 from pushkit.progress import draw_bar
 
 ADAPTER_CPU = 0
 ENDPOINT_CPU = 1
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Which CPU each process of a run gets, and the stand-ins' niceness."""
+
+    what: str
+    serving_cpu: int
+    scrape_cpu: int
+    # The endpoints stand in for the workers on other machines, the bench's client for the
+    # HPA's kube-apiserver: whatever CPU they take from the adapter is not the adapter's.
+    endpoint_cpu: int
+    endpoint_nice: int
+    client_cpu: int
+
+
+PLACEMENTS = {
+    # What the manifest gives an adapter over 1000 pods (manifests/base/adapter: two CPUs,
+    # one for the serving process, one for the scrape process). The endpoints run on the
+    # serving process's CPU at the lowest priority, so they answer in its idle time (it is
+    # idle ~95% of a round) and never ahead of it; the scrape process has CPU 1 to itself.
+    # The client shares CPU 0 too: it waits while the serving process answers it.
+    "2": Placement(
+        "serving process on CPU 0, scrape process on CPU 1; endpoints at nice 19 and this "
+        "client on CPU 0",
+        serving_cpu=0,
+        scrape_cpu=1,
+        endpoint_cpu=0,
+        endpoint_nice=19,
+        client_cpu=0,
+    ),
+    # Both adapter processes on one CPU, the stand-ins on the other.
+    "1": Placement(
+        "serving and scrape process on CPU 0; endpoints at nice 10 and this client on CPU 1",
+        serving_cpu=0,
+        scrape_cpu=0,
+        endpoint_cpu=1,
+        endpoint_nice=10,
+        client_cpu=1,
+    ),
+}
 WORKERS_PER_POD = 4
 NAMESPACE = "live"
 LABELS = {"app": "push"}
@@ -213,30 +254,30 @@ async def _endpoints(pipe: Connection, count: int) -> None:
         server.close()
 
 
-def _endpoints_main(pipe: Connection, count: int, cpu: int) -> None:
+def _endpoints_main(pipe: Connection, count: int, nice: int, cpu: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us, Ctrl-C included
     os.sched_setaffinity(0, {cpu})
-    # The endpoints and the bench's client share a CPU, and both stand in for other machines
-    # (the workers, and the HPA's kube-apiserver): the client goes first, so its latencies
-    # are the adapter's and not its wait behind 8000 endpoint requests a second.
-    os.nice(10)
+    # The endpoints stand in for other machines: whatever shares their CPU (the bench's
+    # client, or the serving process) goes first, so its latencies are its own and not its
+    # wait behind 8000 endpoint requests a second.
+    os.nice(nice)
     uvloop.run(_endpoints(pipe, count))
 
 
 @contextlib.contextmanager
-def endpoints(count: int) -> Iterator[dict[str, int]]:
-    with spawned(_endpoints_main, (count,), "the endpoint process") as ready:
+def endpoints(count: int, cpu: int = ENDPOINT_CPU, nice: int = 10) -> Iterator[dict[str, int]]:
+    with spawned(_endpoints_main, (count, nice), "the endpoint process", cpu) as ready:
         yield ready
 
 
 @contextlib.contextmanager
-def spawned(target: Callable[..., None], args: tuple[Any, ...], what: str) -> Iterator[Any]:
-    """Run `target(pipe, *args, ENDPOINT_CPU)` in a spawned process; yield its first message
-    (it sends one once it serves) and tell it to stop at the end."""
+def spawned(
+    target: Callable[..., None], args: tuple[Any, ...], what: str, cpu: int = ENDPOINT_CPU
+) -> Iterator[Any]:
+    """Run `target(pipe, *args, cpu)` in a spawned process; yield its first message (it sends
+    one once it serves) and tell it to stop at the end."""
     ours, theirs = mp.get_context("spawn").Pipe()
-    process = mp.get_context("spawn").Process(
-        target=target, args=(theirs, *args, ENDPOINT_CPU), daemon=True
-    )
+    process = mp.get_context("spawn").Process(target=target, args=(theirs, *args, cpu), daemon=True)
     process.start()
     try:
         if not ours.poll(60):
@@ -421,11 +462,20 @@ def _cpu_split(pid: int) -> tuple[float, float]:
 
 
 def measure_adapter(
-    running: Adapter, size: int, expected: Mapping[str, float], seconds: float, requests: int
+    running: Adapter,
+    size: int,
+    expected: Mapping[str, float],
+    seconds: float,
+    requests: int,
+    placement: Placement,
 ) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     with running.client() as client:
         warmed_up(running, client)
+        scrapers = descendants(running.process.pid)
+        if len(scrapers) != 1:
+            raise SystemExit(f"expected one scrape process below the adapter, found {scrapers}")
+        pin(scrapers[0], placement.scrape_cpu)
 
         # 1. Quiet: nothing but the rounds, two reads of /metrics at the ends.
         pid = running.process.pid
@@ -539,14 +589,20 @@ async def _fresh_requests(
 
 
 def measure_fresh(
-    pods_file: Path, size: int, expected: Mapping[str, float], count: int, seconds: float
+    pods_file: Path,
+    size: int,
+    expected: Mapping[str, float],
+    count: int,
+    seconds: float,
+    placement: Placement,
 ) -> dict[str, float]:
-    # The adapter's CPU, now that the adapter process is gone.
-    os.sched_setaffinity(0, {ADAPTER_CPU})
+    # The scrape's CPU, now that the adapter process is gone: in-process, the round is most
+    # of the work.
+    os.sched_setaffinity(0, {placement.scrape_cpu})
     try:
         timings = uvloop.run(_fresh_requests(pods_file, size, expected, count, seconds))
     finally:
-        os.sched_setaffinity(0, {ENDPOINT_CPU})
+        os.sched_setaffinity(0, {placement.client_cpu})
     return {
         "fresh_p50": statistics.median(t for t, _, _ in timings),
         "fresh_round_p50": statistics.median(r for _, r, _ in timings),
@@ -602,12 +658,23 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=500, help="API requests per size")
     parser.add_argument("--seconds", type=float, default=10, help="per phase and size")
     parser.add_argument("--fresh-requests", type=int, default=20, help="per size")
+    parser.add_argument(
+        "--cpus",
+        choices=sorted(PLACEMENTS),
+        default="2",
+        help="the adapter's CPUs: 2, one per process, as the manifest sizes it for 1000 pods;"
+        " 1, both processes on one",
+    )
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
+    placement = PLACEMENTS[args.cpus]
 
-    os.sched_setaffinity(0, {ENDPOINT_CPU})
+    os.sched_setaffinity(0, {placement.client_cpu})
     results: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as tmp_name, endpoints(max(sizes)) as served:
+    with (
+        tempfile.TemporaryDirectory() as tmp_name,
+        endpoints(max(sizes), placement.endpoint_cpu, placement.endpoint_nice) as served,
+    ):
         tmp = Path(tmp_name)
         for size in sizes:
             pods_file = tmp / f"pods-{size}.yaml"
@@ -615,11 +682,13 @@ def main() -> None:
             pods_file.write_text(yaml.safe_dump(inventory))
             expected = expected_values(inventory)
             figures: dict[str, Any] = {"endpoints": size, "pods": len(expected)}
-            with start_adapter(tmp, pods_file, f"adapter-{size}") as running:
+            with start_adapter(tmp, pods_file, f"adapter-{size}", placement.serving_cpu) as running:
                 figures.update(
-                    measure_adapter(running, size, expected, args.seconds, args.requests)
+                    measure_adapter(running, size, expected, args.seconds, args.requests, placement)
                 )
-            fresh = measure_fresh(pods_file, size, expected, args.fresh_requests, args.seconds)
+            fresh = measure_fresh(
+                pods_file, size, expected, args.fresh_requests, args.seconds, placement
+            )
             figures.update(fresh)
             results.append(figures)
             sys.stderr.write("\n")
@@ -628,10 +697,7 @@ def main() -> None:
         return ", ".join(f"{r['endpoints']}: {fmt.format(r[key])}" for r in results)
 
     print()
-    print(
-        f"Worker /metrics body {served['bytes']} bytes. Adapter on CPU {ADAPTER_CPU}; "
-        f"endpoints and this client on CPU {ENDPOINT_CPU}."
-    )
+    print(f"Worker /metrics body {served['bytes']} bytes. {placement.what}.")
     print(
         "Rounds during the API phase (the adapter's round histogram; quantiles interpolated in"
         f" buckets of 0.25 s near 1 s): {per_size('rounds_seen', '{:.0f}')}; of them within"

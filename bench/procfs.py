@@ -53,6 +53,12 @@ def pss_bytes(pid: int) -> int:
     return 0
 
 
+def pin(pid: int, cpu: int) -> None:
+    """Every thread of `pid` on `cpu` (`sched_setaffinity` of a pid moves its first only)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), {cpu})
+
+
 def descendants(pid: int) -> list[int]:
     """Every live process below `pid`: the embedded Redis is the supervisor's child too."""
     found: list[int] = []
