@@ -72,7 +72,7 @@ def test_a_layout_travels_once_and_a_full_table_starts_again():
     # Readings of the strict reader (plain dicts) bring layouts of their own each time: the
     # table starts again instead of growing.
     grown = [packer.pack([WorkerReading(0, 1.0, {"b": {(): float(n)}})]) for n in range(6)]
-    assert [reset for reset, _, _ in grown].count(True) >= 1
+    assert [reset for reset, _, _, _ in grown].count(True) >= 1
     assert len(packer._numbers) <= 4
 
 
@@ -81,7 +81,7 @@ def test_an_unknown_error_kind_arrives_as_internal_error():
     chunk = packer.pack([WorkerReading(0, 1.0, error="?", error_kind=None)])
     (reading,) = unpacker.unpack(chunk, [0])
     assert (reading.error, reading.error_kind) == ("?", "internal_error")
-    forged = (False, (), ((1.0, "odd", "not_a_reason"),))
+    forged = (False, (), ((1.0, "odd", "not_a_reason"),), b"")
     assert unpacker.unpack(forged, [3])[0].error_kind == "internal_error"
 
 
@@ -89,3 +89,10 @@ def test_a_chunk_for_another_number_of_targets_is_refused():
     chunk = Packer().pack([WorkerReading(0, 1.0, error="e", error_kind="timeout")])
     with pytest.raises(ValueError, match="a chunk of 1 readings for 2 targets"):
         Unpacker().unpack(chunk, [0, 1])
+
+
+def test_a_chunk_whose_values_do_not_add_up_is_refused():
+    layout = Layout((("socket_io_connected", ((),)),))
+    reset, new, entries, values = Packer().pack([WorkerReading(0, 1.0, LaidOut(layout, [3.0]))])
+    with pytest.raises(ValueError, match="a chunk of 2 values for readings of 1"):
+        Unpacker().unpack((reset, new, entries, values * 2), [0])

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from adapter.aggregate import WorkerReading
 from adapter.discovery import StaticDiscovery
+from adapter.pods import Pod
 from adapter.rounds import Rounds, keep_seconds, spacing_seconds
-from adapter.scrape import Scraper, ScrapeSettings
+from adapter.scrape import Scraper, ScrapeSettings, Target
 from tests.conftest import free_port_block
 
 
@@ -110,3 +114,64 @@ async def test_kept_rounds_are_spaced_for_rates_and_the_latest_is_always_there(c
     assert len(hits) == 90
     assert 12 <= len(kept) <= 14, [r.started_at - clock.now for r in kept]
     assert kept[-1].started_at - kept[0].started_at <= 61
+
+
+class _Listed:
+    """Discovery of a fixed list of pods."""
+
+    synced = True
+
+    def __init__(self, pods: tuple[Pod, ...]) -> None:
+        self._pods = pods
+
+    def pods(self) -> tuple[Pod, ...]:
+        return self._pods
+
+
+class _Echo:
+    """A scraper that answers every target it is given at once, in the order `order` puts
+    them in (leaving out any it drops); it keeps its last answer."""
+
+    def __init__(self, order: Callable[[list[Target]], list[Target]]) -> None:
+        self._order = order
+        self.answered: dict[Target, WorkerReading] = {}
+
+    async def round(self, targets: Sequence[Target]) -> dict[Target, WorkerReading]:
+        self.answered = {
+            target: WorkerReading(target.worker, 1.0, error=target.url, error_kind="timeout")
+            for target in self._order(list(targets))
+        }
+        return self.answered
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from("ab"), st.sampled_from("pqrs"), st.integers(1, 3)),
+             max_size=8),
+    st.randoms(use_true_random=False),
+    st.booleans(),
+)  # fmt: skip
+def test_a_rounds_readings_by_pod_are_its_readings_grouped_by_pod(listed, rng, in_order):
+    # Pods in any order, names repeated across namespaces and within one (that pod's targets
+    # then come apart), answered in the targets' order, or shuffled with some left out.
+    pods = tuple(
+        Pod(namespace, name, {}, "127.0.0.1", 9000 + 10 * i, workers)
+        for i, (namespace, name, workers) in enumerate(listed)
+    )
+
+    def order(targets: list[Target]) -> list[Target]:
+        if not in_order:
+            rng.shuffle(targets)
+            del targets[: rng.randrange(len(targets) + 1) // 2]
+        return targets
+
+    scraper = _Echo(order)
+    rounds = Rounds(scraper, _Listed(pods), interval_seconds=1, max_age_seconds=2,
+                    keep_seconds=10)  # fmt: skip
+    finished = asyncio.run(rounds.next_round())
+    expected: dict[tuple[str, str], list[WorkerReading]] = {}
+    for target, reading in scraper.answered.items():
+        expected.setdefault((target.namespace, target.pod), []).append(reading)
+    assert {key: list(readings) for key, readings in finished.readings.items()} == expected
+    assert len(finished.readings) == len(expected)
+    assert all(finished.readings.get(key) is None for key in [("c", "p"), ("a", "x")])
