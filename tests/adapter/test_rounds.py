@@ -119,13 +119,24 @@ async def test_kept_rounds_are_spaced_for_rates_and_the_latest_is_always_there(c
 class _Listed:
     """Discovery of a fixed list of pods."""
 
-    synced = True
-
     def __init__(self, pods: tuple[Pod, ...]) -> None:
         self._pods = pods
 
     def pods(self) -> tuple[Pod, ...]:
         return self._pods
+
+    async def service(self, namespace: str, name: str) -> None:
+        return None
+
+    async def run(self) -> None:
+        return None
+
+    async def wait_synced(self) -> None:
+        return None
+
+    @property
+    def synced(self) -> bool:
+        return True
 
 
 class _Echo:
