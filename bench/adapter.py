@@ -1,8 +1,9 @@
 """The adapter's scrape rounds, API latency, CPU and value age for 10 to 4000 workers.
 
     .venv/bin/python -m bench.adapter [--sizes 10,100,400] [--requests 500] [--seconds 10]
+        [--cpus 2]
 
-One endpoint process (plain asyncio protocols on uvloop, pinned to CPU 1) listens on a block
+One endpoint process (plain asyncio protocols on uvloop) listens on a block
 of consecutive ports, each a push server worker: its `/metrics` body is a busy worker's
 exposition built by `pushserver.exposition` (~6 KB, 45 samples, labelled counters included),
 so the adapter parses what it would parse in a cluster. Like a worker's prometheus_client
@@ -12,8 +13,12 @@ belongs to pod k // 4 as worker k % 4: pods of 4 workers on consecutive ports, a
 `--metrics-port` lays them out; a size that is not a multiple of 4 ends with a smaller pod
 (10 = 4 + 4 + 2).
 
-For each size, the real `pushscale adapter` (pinned to CPU 0, default intervals: a round every
-0.5 s, values at most 2 s old) serves those pods from `--static-pods` over self-signed TLS:
+For each size, the real `pushscale adapter` (default intervals: a round every 0.5 s, values
+at most 2 s old) serves those pods from `--static-pods` over self-signed TLS. Where each
+process runs (`PLACEMENTS`): with `--cpus 2`, as the manifest sizes an adapter over 1000 pods,
+the serving process on CPU 0 and the scrape process on CPU 1, the endpoints on CPU 0 at nice
+19 and this client on CPU 0; with `--cpus 1`, both adapter processes on CPU 0, the endpoints
+(nice 10) and this client on CPU 1.
 
 1. quiet, `--seconds`: the adapter's CPU (/proc) over the rounds it finished (its own
    `pushscale_adapter_scrape_round_seconds` count), i.e. CPU per round, for the serving process
@@ -26,8 +31,8 @@ For each size, the real `pushscale adapter` (pinned to CPU 0, default intervals:
    else is asked meanwhile: `/debug/pods` over 1000 pods holds the serving loop ~35 ms;
 3. fresh: a request that finds no fresh round waits for one. The running adapter never gets
    there (it scrapes every second), so this runs the adapter's own app in-process with
-   `max_age_seconds=0` on CPU 0, through `httpx.ASGITransport` (no TLS): every request starts
-   and waits for a whole round.
+   `max_age_seconds=0` on the scrape process's CPU, through `httpx.ASGITransport` (no TLS):
+   every request starts and waits for a whole round.
 
 A phase that overruns `--seconds` threefold is cut short (the adapter is overloaded) and the
 table says so, as it says when endpoints failed or pods went unserved. Ratios and medians from
