@@ -13,6 +13,7 @@ and prometheus_client's `Histogram` takes one observation at a time, ~1 µs each
 
 from __future__ import annotations
 
+import collections
 import math
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
@@ -111,9 +112,12 @@ class Instruments:
         self.round_seconds.observe(finished.duration_seconds)
         readings = [reading for pod in finished.readings.values() for reading in pod]
         self.targets.set(len(readings))
-        for reading in readings:
-            if reading.error_kind is not None:
-                self.scrape_errors.labels(reading.error_kind).inc()
+        # By kind, then one increment each: a round where every one of 4000 reads failed cost
+        # ~6 ms of label lookups one by one.
+        kinds = collections.Counter(reading.error_kind for reading in readings)
+        kinds.pop(None, None)
+        for kind, count in kinds.items():
+            self.scrape_errors.labels(kind).inc(count)
         headline = CATALOG[HEADLINE]
         values = each_pod_value(finished.pods, [finished], headline, _ALL, 1.0, report)
         served = sum(1 for value in values if value.reading.value is not None)

@@ -7,7 +7,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from adapter.instruments import Ages
+from adapter.aggregate import WorkerReading
+from adapter.answers import Round
+from adapter.instruments import Ages, Instruments
+from adapter.pods import Pod
 
 NAME = "pushscale_adapter_value_age_seconds"
 BOUNDS = (0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
@@ -52,3 +55,31 @@ def test_an_age_past_the_last_bound_counts_only_in_inf():
     assert f'{NAME}_bucket{{le="30.0"}} 1000.0' in lines
     assert f'{NAME}_bucket{{le="+Inf"}} 1001.0' in lines
     assert f"{NAME}_count 1001.0" in lines
+
+
+def test_a_rounds_failed_reads_are_counted_by_reason_and_its_pods_served_or_left_out():
+    pods = (Pod("live", "a", {}, "127.0.0.1", 9000, 3), Pod("live", "b", {}, "127.0.0.1", 9010, 2))
+    readings = {
+        ("live", "a"): (
+            WorkerReading(0, 1.0, error="timeout after 1 s", error_kind="timeout"),
+            WorkerReading(1, 1.0, error="timeout after 1 s", error_kind="timeout"),
+            WorkerReading(2, 1.0, error="refused", error_kind="refused"),
+        ),
+        ("live", "b"): (
+            WorkerReading(0, 1.0, {"socket_io_connected": {(): 3.0}}),
+            WorkerReading(1, 1.0, {"socket_io_connected": {(): 4.0}}),
+        ),
+    }
+    instruments = Instruments()
+    for _ in range(2):
+        instruments.observe_round(Round(1, 1.0, 0.1, pods, readings))
+    registry = instruments.registry
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert value("pushscale_adapter_scrape_errors_total", reason="timeout") == 4
+    assert value("pushscale_adapter_scrape_errors_total", reason="refused") == 2
+    assert value("pushscale_adapter_scrape_targets") == 5
+    assert value("pushscale_adapter_pods", state="served") == 1
+    assert value("pushscale_adapter_pods", state="left_out") == 1
