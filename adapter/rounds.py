@@ -15,7 +15,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 from adapter.aggregate import WorkerReading
@@ -156,14 +156,19 @@ class Rounds:
             target is not other for target, other in zip(targets, readings, strict=True)
         ):
             # Not one reading per target in the targets' order: grouped one by one.
-            by_pod: dict[PodKey, list[WorkerReading]] = collections.defaultdict(list)
-            for target, reading in readings.items():
-                by_pod[target.namespace, target.pod].append(reading)
-            return {key: tuple(value) for key, value in by_pod.items()}
-        loose: dict[PodKey, list[WorkerReading]] = collections.defaultdict(list)
-        for key, index in self._loose:
-            loose[key].append(ordered[index])
-        return PodReadings(self._spans, ordered, {k: tuple(v) for k, v in loose.items()})
+            return _grouped(((t.namespace, t.pod), reading) for t, reading in readings.items())
+        loose = _grouped((key, ordered[index]) for key, index in self._loose)
+        return PodReadings(self._spans, ordered, loose)
+
+
+def _grouped(
+    pairs: Iterable[tuple[PodKey, WorkerReading]],
+) -> dict[PodKey, tuple[WorkerReading, ...]]:
+    """Each pod's readings, in the order they come."""
+    by_pod: dict[PodKey, list[WorkerReading]] = collections.defaultdict(list)
+    for key, reading in pairs:
+        by_pod[key].append(reading)
+    return {key: tuple(readings) for key, readings in by_pod.items()}
 
 
 class PodReadings(Mapping[PodKey, tuple[WorkerReading, ...]]):
